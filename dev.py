@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Everything a contributor runs, on a machine that has nothing but Python 3.10+.
+
+    python3 dev.py demo [ARGS]    install the workspace, then `pgconnector demo ARGS`
+    python3 dev.py test [ARGS]    install the workspace, then the whole test suite (pytest ARGS)
+    python3 dev.py check          ruff, mypy --strict, and the sync-twin drift check
+    python3 dev.py sync           only install (uv sync of every package and extra)
+
+It finds uv (or installs it into .tools/uv with pip), then lets uv create `.venv` from the
+lock file with this interpreter. Nothing is installed outside the checkout except uv's cache.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".tools" / "uv"
+
+
+def log(message: str) -> None:
+    print(f"dev.py: {message}", file=sys.stderr, flush=True)
+
+
+def find_uv() -> str:
+    found = shutil.which("uv")
+    if found:
+        return found
+    bin_dir = TOOLS / ("Scripts" if os.name == "nt" else "bin")
+    uv = bin_dir / ("uv.exe" if os.name == "nt" else "uv")
+    if not uv.exists():
+        log("installing uv into .tools/uv (once)")
+        venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
+        python = bin_dir / ("python.exe" if os.name == "nt" else "python")
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "uv"], check=True)
+    return str(uv)
+
+
+def uv_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Use the interpreter that runs this script; never download one.
+    env.setdefault("UV_PYTHON", sys.executable)
+    env.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    env.setdefault("UV_PROJECT_ENVIRONMENT", str(ROOT / ".venv"))
+    return env
+
+
+def run(*args: str) -> int:
+    return subprocess.run(list(args), cwd=ROOT, env=uv_env(), check=False).returncode
+
+
+def sync(uv: str) -> None:
+    code = run(uv, "sync", "--locked", "--all-extras", "--all-packages", "--quiet")
+    if code != 0:
+        log("uv sync failed")
+        sys.exit(code)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    uv = find_uv()
+    if command == "sync":
+        sync(uv)
+        return 0
+    if command == "demo":
+        sync(uv)
+        return run(uv, "run", "--no-sync", "pgconnector", "demo", *rest)
+    if command == "test":
+        sync(uv)
+        return run(uv, "run", "--no-sync", "pytest", *rest)
+    if command == "check":
+        sync(uv)
+        for step in (
+            ("ruff", "check", "."),
+            ("mypy",),
+            ("python", "tools/unasync.py", "--check"),
+        ):
+            log(" ".join(step))
+            code = run(uv, "run", "--no-sync", *step)
+            if code != 0:
+                return code
+        return 0
+    log(f"unknown command {command!r}")
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
