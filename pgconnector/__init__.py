@@ -1,0 +1,112 @@
+"""pgconnector: one PostgreSQL connection-pool lifecycle over psycopg, asyncpg or pg8000.
+
+::
+
+    from pgconnector import ConnectionManager, production_pool_config
+
+    manager = ConnectionManager(production_pool_config(dsn="postgresql://app@db/app"))
+    manager.connect()
+    with manager.connection() as client:
+        client.fetchval("SELECT $1::int + 1", 41)
+    manager.disconnect()
+
+Importing this package imports no database driver.
+"""
+
+from __future__ import annotations
+
+from ._client import Client, Transaction
+from ._client_async import AsyncClient, AsyncTransaction
+from ._config import (
+    ConnectParams,
+    PoolConfig,
+    development_pool_config,
+    production_pool_config,
+    test_pool_config,
+)
+from ._events import EVENT_NAMES, LoggerLike, PoolEvent, setup_pool_listeners
+from ._health import fetch_pool_stats, perform_health_check
+from ._pool import ConnectionManager, ManagedPool
+from ._pool_async import AsyncConnectionManager, AsyncManagedPool
+from ._protocols import (
+    AsyncDriverConnection,
+    AsyncPoolBackend,
+    Backend,
+    DriverConnection,
+    PoolBackend,
+    PoolHooks,
+)
+from ._registry import (
+    BackendInfo,
+    available_backends,
+    get_backend,
+    register_backend,
+    unregister_backend,
+)
+from ._row import Row
+from ._stats import ConnectionStatus, PoolStats
+from .errors import (
+    BackendNotFoundError,
+    ClientReleasedError,
+    ConfigError,
+    ConnectionError,
+    PgConnectorError,
+    PoolTimeoutError,
+    UnsupportedBackendError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # managers
+    "ConnectionManager",
+    "AsyncConnectionManager",
+    "ManagedPool",
+    "AsyncManagedPool",
+    "Client",
+    "AsyncClient",
+    "Transaction",
+    "AsyncTransaction",
+    "Row",
+    # config
+    "PoolConfig",
+    "ConnectParams",
+    "production_pool_config",
+    "development_pool_config",
+    "test_pool_config",
+    # stats, health, events
+    "PoolStats",
+    "ConnectionStatus",
+    "PoolEvent",
+    "EVENT_NAMES",
+    "LoggerLike",
+    "setup_pool_listeners",
+    "perform_health_check",
+    "fetch_pool_stats",
+    # backends
+    "Backend",
+    "BackendInfo",
+    "PoolBackend",
+    "AsyncPoolBackend",
+    "DriverConnection",
+    "AsyncDriverConnection",
+    "PoolHooks",
+    "available_backends",
+    "get_backend",
+    "register_backend",
+    "unregister_backend",
+    # errors
+    "PgConnectorError",
+    "ConfigError",
+    "BackendNotFoundError",
+    "UnsupportedBackendError",
+    "ClientReleasedError",
+    "ConnectionError",
+    "PoolTimeoutError",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("pgconnector."):
+        _obj.__module__ = "pgconnector"
+del _name, _obj

@@ -1,0 +1,169 @@
+# WARNING: generated from _client_async.py by tools/unasync.py; do not edit by hand.
+"""Client: the uniform handle on one pooled connection (sync).
+
+``_client.py`` is generated from ``_client.py`` by ``tools/unasync.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._protocols import DriverConnection
+from ._row import Row, make_rows
+from .errors import ClientReleasedError, ConnectionError
+
+if TYPE_CHECKING:
+    from ._pool import ManagedPool
+
+__all__ = ["Client", "Transaction"]
+
+
+class Client:
+    """One borrowed connection. Placeholders are PostgreSQL's own ``$1, $2, …``.
+
+    Outside :meth:`transaction`, every statement commits on its own. Give it back with
+    :meth:`release` (or use ``manager.connection()``, which does that for you); a client
+    returned inside a transaction is rolled back before anyone else gets the connection.
+    """
+
+    __slots__ = ("__weakref__", "_broken", "_conn", "_pool", "_released", "_tx_depth")
+
+    def __init__(self, conn: DriverConnection, pool: ManagedPool) -> None:
+        self._conn = conn
+        self._pool = pool
+        self._released = False
+        self._broken = False
+        self._tx_depth = 0
+
+    def _live(self) -> DriverConnection:
+        if self._released:
+            raise ClientReleasedError(
+                "this Client was released back to the pool and can no longer be used; "
+                "borrow a new one with get_client() or connection()"
+            )
+        return self._conn
+
+    def execute(self, sql: str, *args: Any) -> str:
+        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
+        conn = self._live()
+        try:
+            return conn.execute(sql, args)
+        except ConnectionError:
+            self._broken = True
+            raise
+
+    def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        conn = self._live()
+        try:
+            columns, rows = conn.fetch(sql, args)
+        except ConnectionError:
+            self._broken = True
+            raise
+        return make_rows(columns, rows)
+
+    def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """Run a query; return every row."""
+        return self._fetch(sql, args)
+
+    def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        """Run a query; return its first row, or None when there is none."""
+        rows = self._fetch(sql, args)
+        return rows[0] if rows else None
+
+    def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
+        """Run a query; return one value of its first row (None when there is no row)."""
+        rows = self._fetch(sql, args)
+        return rows[0][column] if rows else None
+
+    def transaction(self) -> Transaction:
+        """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the
+        block raises. Nested blocks become savepoints."""
+        self._live()
+        return Transaction(self)
+
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection, for everything the Client does not cover.
+
+        Leave it as you found it (no open transaction of your own is needed: release rolls
+        back), and do not close it: release the Client instead.
+        """
+        return self._live().raw
+
+    @property
+    def connection_id(self) -> int:
+        """The pool's id for the server connection, as in pool events."""
+        return self._conn.connection_id
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def release(self) -> None:
+        """Give the connection back to the pool. Calling it again does nothing."""
+        if not self._released:
+            self._pool.release(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else f"connection {self._conn.connection_id}"
+        return f"<{type(self).__name__} {state}>"
+
+
+class Transaction:
+    """The context manager returned by :meth:`Client.transaction`; yields the client."""
+
+    __slots__ = ("_client", "_depth")
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._depth = -1
+
+    def __enter__(self) -> Client:
+        client = self._client
+        depth = client._tx_depth
+        if depth == 0:
+            client.execute("BEGIN")
+        else:
+            client.execute(f"SAVEPOINT pgconnector_{depth}")
+        self._depth = depth
+        client._tx_depth = depth + 1
+        return client
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        depth = self._depth
+        client._tx_depth = depth
+        if exc_type is None:
+            if depth == 0:
+                client.execute("COMMIT")
+            else:
+                client.execute(f"RELEASE SAVEPOINT pgconnector_{depth}")
+            return
+        if client._broken or client._released:
+            return  # nothing to roll back on a dead connection; the original error wins
+        try:
+            if depth == 0:
+                client.execute("ROLLBACK")
+            else:
+                client.execute(f"ROLLBACK TO SAVEPOINT pgconnector_{depth}")
+                client.execute(f"RELEASE SAVEPOINT pgconnector_{depth}")
+        except ConnectionError:
+            pass  # the connection died too; release() will discard it, the original error wins

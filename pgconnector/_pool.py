@@ -1,0 +1,380 @@
+# WARNING: generated from _pool_async.py by tools/unasync.py; do not edit by hand.
+"""ConnectionManager and the managed pool it hands out (sync).
+
+``_pool.py`` is generated from ``_pool.py`` by ``tools/unasync.py``. Blocks that
+differ are fenced by ``# ASYNC`` / ``# END``; inside them, ``# SYNC: code`` lines become the
+sync version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from ._acompat import Event, Lock, wait_event
+from ._client import Client
+from ._config import PoolConfig
+from ._events import EventName, Listener, LoggerLike
+from ._protocols import PoolBackend
+from ._redact import redact
+from ._registry import resolve_backend
+from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
+from .errors import ConfigError, ConnectionError, PgConnectorError, PoolTimeoutError
+
+__all__ = ["ConnectionManager", "ManagedPool", "check_pool"]
+
+NOT_CONNECTED = "Not connected to database. Call connect() first."
+
+
+class ManagedPool:
+    """The pool that :meth:`ConnectionManager.get_pool` returns.
+
+    It wraps the backend's pool (``.backend``; the driver's own pool is ``.native``) with the
+    core's bookkeeping, so that borrowing through it is counted in the stats and fires events
+    exactly as borrowing through the manager does.
+    """
+
+    def __init__(
+        self,
+        backend: PoolBackend,
+        monitor: PoolMonitor,
+        config: PoolConfig,
+        backend_name: str,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.backend = backend
+        self.backend_name = backend_name
+        self._monitor = monitor
+        self._config = config
+        self._secrets = secrets
+        self._outstanding: set[Client] = set()
+        self._closing = False
+        self._drained = Event()
+
+    @property
+    def native(self) -> Any:
+        """The driver's own pool object."""
+        return self.backend.native
+
+    def stats(self) -> PoolStats:
+        return self._monitor.snapshot()
+
+    def acquire(self, timeout: float | None = None) -> Client:
+        """Borrow a client, waiting up to ``timeout`` (default: ``acquire_timeout``)."""
+        wait = self._config.acquire_timeout if timeout is None else timeout
+        monitor = self._monitor
+        monitor.wait_started()
+        try:
+            conn = self.backend.acquire(wait)
+        except PoolTimeoutError as exc:
+            monitor.wait_timed_out()
+            stats = monitor.snapshot()
+            raise PoolTimeoutError(
+                f"no connection became free within {wait:g} s (backend {self.backend_name}, "
+                f"max_size={stats.max_size}, in use={stats.in_use}, "
+                f"waiting={stats.waiting + 1}); raise max_size or acquire_timeout, or release "
+                "connections sooner",
+                exc.cause,
+            ) from exc
+        except PgConnectorError:
+            monitor.wait_failed()
+            raise
+        except BaseException as exc:
+            monitor.wait_failed()
+            if isinstance(exc, Exception):
+                raise ConnectionError(
+                    f"could not acquire a connection: {redact(str(exc), self._secrets)}", exc
+                ) from exc
+            raise
+        client = Client(conn, self)
+        self._outstanding.add(client)
+        monitor.acquired(conn.connection_id)
+        return client
+
+    def release(self, client: Client) -> None:
+        """Give a client back (what ``client.release()`` calls). Idempotent."""
+        if client._released:
+            return
+        if client._pool is not self:
+            raise ConfigError(
+                "this Client belongs to another pool; release it with client.release()",
+                field="client",
+            )
+        client._released = True
+        conn = client._conn
+        self._outstanding.discard(client)
+        self._monitor.released(conn.connection_id)
+        if self._closing and not self._outstanding:
+            self._drained.set()
+        self.backend.release(conn, discard=client._broken)
+
+    def close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for checked-out clients, discard the rest, close the pool."""
+        self._closing = True
+        if self._outstanding:
+            wait_event(self._drained, timeout)
+        for client in list(self._outstanding):
+            # Still checked out after the grace period: take the connection away from its
+            # borrower (whose later release() is then a no-op) and close it.
+            client._released = True
+            self._outstanding.discard(client)
+            self._monitor.released(client._conn.connection_id)
+            try:
+                self.backend.release(client._conn, discard=True)
+            except Exception as exc:
+                self._monitor.connection_failed(exc, client._conn.connection_id)
+        self.backend.close(timeout)
+
+
+def check_pool(
+    pool: ManagedPool | None,
+    update_status: Callable[[bool], object] | None = None,
+    timeout: float | None = None,
+) -> ConnectionStatus:
+    """Run ``SELECT 1`` through ``pool`` and report; never raises.
+
+    ``update_status(ok)`` is called with the outcome (the manager uses it to keep
+    ``is_initialized()`` honest). ``timeout`` bounds waiting for a connection and, in async
+    code, the whole check.
+    """
+    if pool is None:
+        if update_status is not None:
+            update_status(False)
+        return ConnectionStatus(
+            connected=False,
+            pool_stats=PoolStats(),
+            last_checked=utcnow(),
+            error=NOT_CONNECTED,
+        )
+    limit = pool._config.connect_timeout if timeout is None else timeout
+    started = time.perf_counter()
+    try:
+        _select_one(pool, limit)
+    except Exception as exc:
+        if update_status is not None:
+            update_status(False)
+        message = str(exc) or type(exc).__name__
+        return ConnectionStatus(
+            connected=False,
+            pool_stats=pool.stats(),
+            last_checked=utcnow(),
+            error=redact(message, pool._secrets),
+        )
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    if update_status is not None:
+        update_status(True)
+    return ConnectionStatus(
+        connected=True,
+        pool_stats=pool.stats(),
+        last_checked=utcnow(),
+        latency_ms=latency_ms,
+    )
+
+
+def _select_one(pool: ManagedPool, timeout: float) -> None:
+    client = pool.acquire(timeout)
+    try:
+        value = client.fetchval("SELECT 1")
+    finally:
+        client.release()
+    if value != 1:
+        raise ConnectionError(f"health check query returned {value!r} instead of 1")
+
+
+class ConnectionManager:
+    """Owns one PostgreSQL pool for a threaded or plain-Python application.
+
+    Build it once (no I/O happens until :meth:`connect`), connect at start-up, borrow with
+    ``with manager.connection() as client:``, check readiness with
+    :meth:`health_check`, and :meth:`disconnect` at shutdown. ``with manager:`` does
+    the connecting and disconnecting for you.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig | str,
+        *,
+        backend: str | None = None,
+        logger: LoggerLike | None = None,
+    ) -> None:
+        if isinstance(config, str):
+            config = PoolConfig.from_dsn(config)
+        elif not isinstance(config, PoolConfig):
+            raise ConfigError(
+                f"config must be a PoolConfig or a DSN string, not {type(config).__name__}",
+                field="config",
+            )
+        plugin = resolve_backend(config, backend, "sync")
+        if config.backend != plugin.name:
+            config = replace(config, backend=plugin.name)
+        params = config.connect_params()
+        self._config = config
+        self._plugin = plugin
+        self._secrets = tuple(s for s in {config.password, params.password} if s)
+        self._logger: LoggerLike = (
+            logger if logger is not None else logging.getLogger("pgconnector")
+        )
+        self._monitor = PoolMonitor(
+            plugin.name, config.min_size, config.max_size, self._logger, self._secrets
+        )
+        self._pool: ManagedPool | None = None
+        self._lock = Lock()
+        self._initialized = False
+
+    @property
+    def config(self) -> PoolConfig:
+        return self._config
+
+    @property
+    def backend_name(self) -> str:
+        return self._plugin.name
+
+    def _set_initialized(self, ok: bool) -> None:
+        self._initialized = ok
+
+    def connect(self) -> ManagedPool:
+        """Create the pool and verify one real connection; idempotent and safe to call
+        concurrently (every caller gets the same pool).
+
+        Raises :class:`~pgconnector.ConnectionError` (driver error as ``.cause``) if the server
+        cannot be reached; a later call tries again.
+        """
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._pool is not None:
+                return self._pool
+            backend_pool = self._plugin.create_pool(self._config, self._monitor)
+            try:
+                backend_pool.open(self._config.connect_timeout)
+            except Exception as exc:
+                error = exc
+                if not isinstance(exc, ConnectionError):
+                    error = ConnectionError(
+                        f"could not connect to {self._config.safe_dsn()}: "
+                        f"{redact(str(exc), self._secrets)}",
+                        exc,
+                    )
+                self._logger.error(
+                    "Failed to connect to PostgreSQL (%s backend): %s",
+                    self._plugin.name,
+                    redact(str(error), self._secrets),
+                )
+                self._monitor.pool_closed()
+                if error is exc:
+                    raise
+                raise error from exc
+            self._pool = ManagedPool(
+                backend_pool, self._monitor, self._config, self._plugin.name, self._secrets
+            )
+            self._initialized = True
+            self._logger.info(
+                "PostgreSQL connection pool established (%s backend, %s)",
+                self._plugin.name,
+                self._config.safe_dsn(),
+            )
+            return self._pool
+
+    def disconnect(self, timeout: float = 10.0) -> None:
+        """Close the pool: wait up to ``timeout`` s for checked-out connections, then close them
+        anyway. A no-op when not connected; a later :meth:`connect` builds a fresh pool."""
+        with self._lock:
+            pool = self._pool
+            if pool is None:
+                return
+            self._pool = None
+            self._initialized = False
+            try:
+                pool.close(timeout)
+            except PgConnectorError:
+                raise
+            except Exception as exc:
+                raise ConnectionError(
+                    f"error while closing the pool: {redact(str(exc), self._secrets)}", exc
+                ) from exc
+            finally:
+                self._monitor.pool_closed()
+            self._logger.info("PostgreSQL connection pool closed (%s backend)", self._plugin.name)
+
+    def health_check(self, timeout: float | None = None) -> ConnectionStatus:
+        """Run ``SELECT 1`` through the pool within ``timeout`` (default: ``connect_timeout``)
+        and report. Never raises; updates :meth:`is_initialized`."""
+        pool = self._pool
+        if pool is None:
+            return ConnectionStatus(
+                connected=False,
+                pool_stats=self._monitor.snapshot(connected=False),
+                last_checked=utcnow(),
+                error=NOT_CONNECTED,
+            )
+        return check_pool(pool, self._set_initialized, timeout)
+
+    def get_pool(self) -> ManagedPool:
+        """The managed pool; raises :class:`~pgconnector.ConnectionError` before connect()."""
+        pool = self._pool
+        if pool is None:
+            raise ConnectionError(NOT_CONNECTED)
+        return pool
+
+    def get_client(self, timeout: float | None = None) -> Client:
+        """Borrow a client; you must ``client.release()`` it. Prefer :meth:`connection`.
+
+        Raises :class:`~pgconnector.PoolTimeoutError` when none is free within ``timeout``
+        (default: ``acquire_timeout``) — a sign that the pool is too small or that
+        connections are held too long.
+        """
+        pool = self._pool
+        if pool is None:
+            raise ConnectionError(NOT_CONNECTED)
+        return pool.acquire(timeout)
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[Client]:
+        """``with manager.connection() as client:`` borrows and always releases."""
+        client = self.get_client(timeout)
+        try:
+            yield client
+        finally:
+            client.release()
+
+    def get_pool_stats(self) -> PoolStats:
+        """Current pool numbers; cheap, never does I/O. Zeros (but the counters) when not
+        connected."""
+        return self._monitor.snapshot(connected=self._pool is not None)
+
+    def is_initialized(self) -> bool:
+        """True after a verified connect, until disconnect() or a failed health check."""
+        return self._initialized and self._pool is not None
+
+    def add_listener(self, event: EventName | str, callback: Listener) -> None:
+        """Call ``callback(PoolEvent)`` on every ``event``: connect, acquire, release, remove,
+        error. Listeners run synchronously in the pool's code path: keep them quick."""
+        self._monitor.add_listener(event, callback)
+
+    def remove_listener(self, event: EventName | str, callback: Listener) -> None:
+        self._monitor.remove_listener(event, callback)
+
+    def __enter__(self) -> ConnectionManager:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.disconnect()
+
+    def __repr__(self) -> str:
+        state = "connected" if self._pool is not None else "not connected"
+        return (
+            f"<{type(self).__name__} backend={self._plugin.name} "
+            f"{self._config.safe_dsn()} {state}>"
+        )

@@ -1,0 +1,394 @@
+"""AsyncConnectionManager and the managed pool it hands out (async).
+
+``_pool.py`` is generated from ``_pool_async.py`` by ``tools/unasync.py``. Blocks that
+differ are fenced by ``# ASYNC`` / ``# END``; inside them, ``# SYNC: code`` lines become the
+sync version.
+"""
+
+from __future__ import annotations
+
+# ASYNC
+import asyncio
+
+# END
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+
+from ._acompat import AEvent, ALock, await_event
+from ._client_async import AsyncClient
+from ._config import PoolConfig
+from ._events import EventName, Listener, LoggerLike
+from ._protocols import AsyncPoolBackend
+from ._redact import redact
+from ._registry import resolve_backend
+from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
+from .errors import ConfigError, ConnectionError, PgConnectorError, PoolTimeoutError
+
+__all__ = ["AsyncConnectionManager", "AsyncManagedPool", "check_pool"]
+
+NOT_CONNECTED = "Not connected to database. Call connect() first."
+
+
+class AsyncManagedPool:
+    """The pool that :meth:`AsyncConnectionManager.get_pool` returns.
+
+    It wraps the backend's pool (``.backend``; the driver's own pool is ``.native``) with the
+    core's bookkeeping, so that borrowing through it is counted in the stats and fires events
+    exactly as borrowing through the manager does.
+    """
+
+    def __init__(
+        self,
+        backend: AsyncPoolBackend,
+        monitor: PoolMonitor,
+        config: PoolConfig,
+        backend_name: str,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.backend = backend
+        self.backend_name = backend_name
+        self._monitor = monitor
+        self._config = config
+        self._secrets = secrets
+        self._outstanding: set[AsyncClient] = set()
+        self._closing = False
+        self._drained = AEvent()
+
+    @property
+    def native(self) -> Any:
+        """The driver's own pool object."""
+        return self.backend.native
+
+    def stats(self) -> PoolStats:
+        return self._monitor.snapshot()
+
+    async def acquire(self, timeout: float | None = None) -> AsyncClient:
+        """Borrow a client, waiting up to ``timeout`` (default: ``acquire_timeout``)."""
+        wait = self._config.acquire_timeout if timeout is None else timeout
+        monitor = self._monitor
+        monitor.wait_started()
+        try:
+            conn = await self.backend.acquire(wait)
+        except PoolTimeoutError as exc:
+            monitor.wait_timed_out()
+            stats = monitor.snapshot()
+            raise PoolTimeoutError(
+                f"no connection became free within {wait:g} s (backend {self.backend_name}, "
+                f"max_size={stats.max_size}, in use={stats.in_use}, "
+                f"waiting={stats.waiting + 1}); raise max_size or acquire_timeout, or release "
+                "connections sooner",
+                exc.cause,
+            ) from exc
+        except PgConnectorError:
+            monitor.wait_failed()
+            raise
+        except BaseException as exc:
+            monitor.wait_failed()
+            if isinstance(exc, Exception):
+                raise ConnectionError(
+                    f"could not acquire a connection: {redact(str(exc), self._secrets)}", exc
+                ) from exc
+            raise
+        client = AsyncClient(conn, self)
+        self._outstanding.add(client)
+        monitor.acquired(conn.connection_id)
+        return client
+
+    async def release(self, client: AsyncClient) -> None:
+        """Give a client back (what ``client.release()`` calls). Idempotent."""
+        if client._released:
+            return
+        if client._pool is not self:
+            raise ConfigError(
+                "this Client belongs to another pool; release it with client.release()",
+                field="client",
+            )
+        client._released = True
+        conn = client._conn
+        self._outstanding.discard(client)
+        self._monitor.released(conn.connection_id)
+        if self._closing and not self._outstanding:
+            self._drained.set()
+        # ASYNC
+        # Shielded: a caller cancelled while releasing must not leave the connection in limbo.
+        await asyncio.shield(self.backend.release(conn, discard=client._broken))
+        # SYNC: self.backend.release(conn, discard=client._broken)
+        # END
+
+    async def close(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for checked-out clients, discard the rest, close the pool."""
+        self._closing = True
+        if self._outstanding:
+            await await_event(self._drained, timeout)
+        for client in list(self._outstanding):
+            # Still checked out after the grace period: take the connection away from its
+            # borrower (whose later release() is then a no-op) and close it.
+            client._released = True
+            self._outstanding.discard(client)
+            self._monitor.released(client._conn.connection_id)
+            try:
+                await self.backend.release(client._conn, discard=True)
+            except Exception as exc:
+                self._monitor.connection_failed(exc, client._conn.connection_id)
+        await self.backend.close(timeout)
+
+
+async def check_pool(
+    pool: AsyncManagedPool | None,
+    update_status: Callable[[bool], object] | None = None,
+    timeout: float | None = None,
+) -> ConnectionStatus:
+    """Run ``SELECT 1`` through ``pool`` and report; never raises.
+
+    ``update_status(ok)`` is called with the outcome (the manager uses it to keep
+    ``is_initialized()`` honest). ``timeout`` bounds waiting for a connection and, in async
+    code, the whole check.
+    """
+    if pool is None:
+        if update_status is not None:
+            update_status(False)
+        return ConnectionStatus(
+            connected=False,
+            pool_stats=PoolStats(),
+            last_checked=utcnow(),
+            error=NOT_CONNECTED,
+        )
+    limit = pool._config.connect_timeout if timeout is None else timeout
+    started = time.perf_counter()
+    try:
+        # ASYNC
+        await asyncio.wait_for(_select_one(pool, limit), limit)
+        # SYNC: _select_one(pool, limit)
+        # END
+    except Exception as exc:
+        if update_status is not None:
+            update_status(False)
+        message = str(exc) or type(exc).__name__
+        # ASYNC
+        if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, PgConnectorError):
+            message = f"health check timed out after {limit:g} s"
+        # END
+        return ConnectionStatus(
+            connected=False,
+            pool_stats=pool.stats(),
+            last_checked=utcnow(),
+            error=redact(message, pool._secrets),
+        )
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    if update_status is not None:
+        update_status(True)
+    return ConnectionStatus(
+        connected=True,
+        pool_stats=pool.stats(),
+        last_checked=utcnow(),
+        latency_ms=latency_ms,
+    )
+
+
+async def _select_one(pool: AsyncManagedPool, timeout: float) -> None:
+    client = await pool.acquire(timeout)
+    try:
+        value = await client.fetchval("SELECT 1")
+    finally:
+        await client.release()
+    if value != 1:
+        raise ConnectionError(f"health check query returned {value!r} instead of 1")
+
+
+class AsyncConnectionManager:
+    """Owns one PostgreSQL pool for an asyncio application.
+
+    Build it once (no I/O happens until :meth:`connect`), connect at start-up, borrow with
+    ``async with manager.connection() as client:``, check readiness with
+    :meth:`health_check`, and :meth:`disconnect` at shutdown. ``async with manager:`` does
+    the connecting and disconnecting for you.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig | str,
+        *,
+        backend: str | None = None,
+        logger: LoggerLike | None = None,
+    ) -> None:
+        if isinstance(config, str):
+            config = PoolConfig.from_dsn(config)
+        elif not isinstance(config, PoolConfig):
+            raise ConfigError(
+                f"config must be a PoolConfig or a DSN string, not {type(config).__name__}",
+                field="config",
+            )
+        plugin = resolve_backend(config, backend, "async")
+        if config.backend != plugin.name:
+            config = replace(config, backend=plugin.name)
+        params = config.connect_params()
+        self._config = config
+        self._plugin = plugin
+        self._secrets = tuple(s for s in {config.password, params.password} if s)
+        self._logger: LoggerLike = (
+            logger if logger is not None else logging.getLogger("pgconnector")
+        )
+        self._monitor = PoolMonitor(
+            plugin.name, config.min_size, config.max_size, self._logger, self._secrets
+        )
+        self._pool: AsyncManagedPool | None = None
+        self._lock = ALock()
+        self._initialized = False
+
+    @property
+    def config(self) -> PoolConfig:
+        return self._config
+
+    @property
+    def backend_name(self) -> str:
+        return self._plugin.name
+
+    def _set_initialized(self, ok: bool) -> None:
+        self._initialized = ok
+
+    async def connect(self) -> AsyncManagedPool:
+        """Create the pool and verify one real connection; idempotent and safe to call
+        concurrently (every caller gets the same pool).
+
+        Raises :class:`~pgconnector.ConnectionError` (driver error as ``.cause``) if the server
+        cannot be reached; a later call tries again.
+        """
+        pool = self._pool
+        if pool is not None:
+            return pool
+        async with self._lock:
+            if self._pool is not None:
+                return self._pool
+            backend_pool = self._plugin.create_async_pool(self._config, self._monitor)
+            try:
+                await backend_pool.open(self._config.connect_timeout)
+            except Exception as exc:
+                error = exc
+                if not isinstance(exc, ConnectionError):
+                    error = ConnectionError(
+                        f"could not connect to {self._config.safe_dsn()}: "
+                        f"{redact(str(exc), self._secrets)}",
+                        exc,
+                    )
+                self._logger.error(
+                    "Failed to connect to PostgreSQL (%s backend): %s",
+                    self._plugin.name,
+                    redact(str(error), self._secrets),
+                )
+                self._monitor.pool_closed()
+                if error is exc:
+                    raise
+                raise error from exc
+            self._pool = AsyncManagedPool(
+                backend_pool, self._monitor, self._config, self._plugin.name, self._secrets
+            )
+            self._initialized = True
+            self._logger.info(
+                "PostgreSQL connection pool established (%s backend, %s)",
+                self._plugin.name,
+                self._config.safe_dsn(),
+            )
+            return self._pool
+
+    async def disconnect(self, timeout: float = 10.0) -> None:
+        """Close the pool: wait up to ``timeout`` s for checked-out connections, then close them
+        anyway. A no-op when not connected; a later :meth:`connect` builds a fresh pool."""
+        async with self._lock:
+            pool = self._pool
+            if pool is None:
+                return
+            self._pool = None
+            self._initialized = False
+            try:
+                await pool.close(timeout)
+            except PgConnectorError:
+                raise
+            except Exception as exc:
+                raise ConnectionError(
+                    f"error while closing the pool: {redact(str(exc), self._secrets)}", exc
+                ) from exc
+            finally:
+                self._monitor.pool_closed()
+            self._logger.info("PostgreSQL connection pool closed (%s backend)", self._plugin.name)
+
+    async def health_check(self, timeout: float | None = None) -> ConnectionStatus:
+        """Run ``SELECT 1`` through the pool within ``timeout`` (default: ``connect_timeout``)
+        and report. Never raises; updates :meth:`is_initialized`."""
+        pool = self._pool
+        if pool is None:
+            return ConnectionStatus(
+                connected=False,
+                pool_stats=self._monitor.snapshot(connected=False),
+                last_checked=utcnow(),
+                error=NOT_CONNECTED,
+            )
+        return await check_pool(pool, self._set_initialized, timeout)
+
+    def get_pool(self) -> AsyncManagedPool:
+        """The managed pool; raises :class:`~pgconnector.ConnectionError` before connect()."""
+        pool = self._pool
+        if pool is None:
+            raise ConnectionError(NOT_CONNECTED)
+        return pool
+
+    async def get_client(self, timeout: float | None = None) -> AsyncClient:
+        """Borrow a client; you must ``await client.release()`` it. Prefer :meth:`connection`.
+
+        Raises :class:`~pgconnector.PoolTimeoutError` when none is free within ``timeout``
+        (default: ``acquire_timeout``) — a sign that the pool is too small or that
+        connections are held too long.
+        """
+        pool = self._pool
+        if pool is None:
+            raise ConnectionError(NOT_CONNECTED)
+        return await pool.acquire(timeout)
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncClient]:
+        """``async with manager.connection() as client:`` borrows and always releases."""
+        client = await self.get_client(timeout)
+        try:
+            yield client
+        finally:
+            await client.release()
+
+    def get_pool_stats(self) -> PoolStats:
+        """Current pool numbers; cheap, never does I/O. Zeros (but the counters) when not
+        connected."""
+        return self._monitor.snapshot(connected=self._pool is not None)
+
+    def is_initialized(self) -> bool:
+        """True after a verified connect, until disconnect() or a failed health check."""
+        return self._initialized and self._pool is not None
+
+    def add_listener(self, event: EventName | str, callback: Listener) -> None:
+        """Call ``callback(PoolEvent)`` on every ``event``: connect, acquire, release, remove,
+        error. Listeners run synchronously in the pool's code path: keep them quick."""
+        self._monitor.add_listener(event, callback)
+
+    def remove_listener(self, event: EventName | str, callback: Listener) -> None:
+        self._monitor.remove_listener(event, callback)
+
+    async def __aenter__(self) -> AsyncConnectionManager:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.disconnect()
+
+    def __repr__(self) -> str:
+        state = "connected" if self._pool is not None else "not connected"
+        return (
+            f"<{type(self).__name__} backend={self._plugin.name} "
+            f"{self._config.safe_dsn()} {state}>"
+        )

@@ -1,0 +1,197 @@
+"""The contracts between the core and a backend.
+
+A backend is a distribution that registers one object (a :class:`Backend`) in the entry-point
+group ``pgconnector.backends``. The core asks that object for a *pool* for the manager's mode
+(:class:`PoolBackend` for the sync manager, :class:`AsyncPoolBackend` for the async one), and the
+pool hands out *driver connections* (:class:`DriverConnection` / :class:`AsyncDriverConnection`).
+
+Everything users see (the managers, :class:`~pgconnector.Client`, :class:`~pgconnector.Row`,
+stats, events, health checks, errors) is written once in the core on top of these few methods,
+which is what makes it behave the same on every backend. A backend therefore only has to:
+
+* open server connections with the resolved :class:`~pgconnector.ConnectParams`, in autocommit
+  mode, and tell the core about each one through :class:`PoolHooks`;
+* keep them in a pool sized and maintained as the :class:`~pgconnector.PoolConfig` says;
+* run one statement with ``$1``-style arguments and decode the result;
+* translate connection-level driver failures into :class:`pgconnector.ConnectionError`
+  (and acquire timeouts into :class:`pgconnector.PoolTimeoutError`), chaining the driver error.
+
+Counting (acquires, waiting, in use, timeouts) and event dispatch live in the core, so a
+backend never counts anything itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ._config import PoolConfig
+
+__all__ = [
+    "Backend",
+    "PoolHooks",
+    "PoolBackend",
+    "AsyncPoolBackend",
+    "DriverConnection",
+    "AsyncDriverConnection",
+    "QueryResult",
+]
+
+#: What ``fetch`` returns: the column names, and the rows as sequences of decoded values.
+QueryResult = tuple[Sequence[str], Sequence[Sequence[Any]]]
+
+
+@runtime_checkable
+class PoolHooks(Protocol):
+    """Given by the core to a backend pool, which calls it as server connections come and go.
+
+    The calls may come from any thread; they are cheap and never raise.
+    """
+
+    def connection_opened(self) -> int:
+        """A new server connection is open and ready; returns the id to tag it with."""
+        ...
+
+    def connection_closed(self, connection_id: int, reason: str) -> None:
+        """A server connection was closed, with a short reason (``"idle"``, ``"broken"``,
+        ``"max_lifetime"``, ``"max_uses"``, ``"pool closed"``, ``"reset failed"``, …)."""
+        ...
+
+    def connection_failed(self, error: BaseException, connection_id: int | None = None) -> None:
+        """Opening a connection failed (``connection_id`` None), or one broke in use or failed
+        its reset. Fires an ``error`` event; the backend still raises or discards as usual."""
+        ...
+
+
+@runtime_checkable
+class DriverConnection(Protocol):
+    """One pooled server connection, as the sync core uses it.
+
+    Statements run in autocommit mode; ``BEGIN``/``COMMIT``/``SAVEPOINT`` are sent as plain
+    statements by :class:`~pgconnector.Client`. Connection-level failures raise
+    :class:`pgconnector.ConnectionError`; SQL errors raise the driver's own exceptions.
+    """
+
+    @property
+    def connection_id(self) -> int:
+        """The id returned by :meth:`PoolHooks.connection_opened` for this connection."""
+        ...
+
+    @property
+    def raw(self) -> Any:
+        """The driver's own connection object."""
+        ...
+
+    def execute(self, sql: str, args: Sequence[Any]) -> str:
+        """Run one statement; return the command status (``"INSERT 0 1"``)."""
+        ...
+
+    def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+        """Run one query; return its column names and decoded rows."""
+        ...
+
+
+@runtime_checkable
+class AsyncDriverConnection(Protocol):
+    """The async twin of :class:`DriverConnection`."""
+
+    @property
+    def connection_id(self) -> int: ...
+
+    @property
+    def raw(self) -> Any: ...
+
+    async def execute(self, sql: str, args: Sequence[Any]) -> str: ...
+
+    async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult: ...
+
+
+@runtime_checkable
+class PoolBackend(Protocol):
+    """A sync pool of :class:`DriverConnection`, built by :meth:`Backend.create_pool`.
+
+    Construction does no I/O. The core serializes ``open`` and ``close``.
+    """
+
+    @property
+    def native(self) -> Any:
+        """The driver's own pool object (for example a ``psycopg_pool.ConnectionPool``),
+        or the backend's pool itself when the driver has none."""
+        ...
+
+    def open(self, timeout: float) -> None:
+        """Start the pool and return once one real connection was opened and returned to it.
+
+        Raise :class:`pgconnector.ConnectionError` (driver error chained) if that fails within
+        ``timeout`` seconds, leaving nothing running.
+        """
+        ...
+
+    def acquire(self, timeout: float) -> DriverConnection:
+        """Borrow a connection, waiting up to ``timeout`` seconds.
+
+        Raise :class:`pgconnector.PoolTimeoutError` when none is free in time, and
+        :class:`pgconnector.ConnectionError` when one cannot be opened.
+        """
+        ...
+
+    def release(self, conn: DriverConnection, *, discard: bool = False) -> None:
+        """Return a connection. Roll back an open or aborted transaction (and, with
+        ``reset_on_release="session"``, reset session state) before anyone else gets it; a
+        clean connection costs no round trip. Close it instead when ``discard`` is true or it
+        is broken, or fails its reset. Never raises for a broken connection."""
+        ...
+
+    def close(self, timeout: float) -> None:
+        """Close every connection and stop background work. The core has already waited for
+        (or given up on) checked-out connections, and released each of them with
+        ``discard=True`` first."""
+        ...
+
+
+@runtime_checkable
+class AsyncPoolBackend(Protocol):
+    """The async twin of :class:`PoolBackend`; the same contract, awaited."""
+
+    @property
+    def native(self) -> Any: ...
+
+    async def open(self, timeout: float) -> None: ...
+
+    async def acquire(self, timeout: float) -> AsyncDriverConnection: ...
+
+    async def release(self, conn: AsyncDriverConnection, *, discard: bool = False) -> None: ...
+
+    async def close(self, timeout: float) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The object a backend distribution registers under the ``pgconnector.backends`` entry-point
+    group, for example ``psycopg = "pgconnector_psycopg:backend"``.
+
+    Importing the module that defines it must not import the driver: the core reads the
+    attributes below for ``available_backends()`` without loading any driver.
+    """
+
+    #: The name users put in ``PoolConfig(backend=...)`` and ``postgresql+NAME://``.
+    name: str
+    #: The distribution that provides it (``pgconnector-psycopg``), for error messages.
+    distribution: str
+    supports_sync: bool
+    supports_async: bool
+    #: True when neither the backend nor its driver need compiled extension modules.
+    pure_python: bool
+
+    def check_driver(self) -> None:
+        """Import the driver; raise ``ImportError`` if it is missing (the core turns that into
+        :class:`~pgconnector.BackendNotFoundError` naming the extra to install)."""
+        ...
+
+    def create_pool(self, config: PoolConfig, hooks: PoolHooks) -> PoolBackend:
+        """A sync pool for ``config`` (only called when ``supports_sync``). No I/O."""
+        ...
+
+    def create_async_pool(self, config: PoolConfig, hooks: PoolHooks) -> AsyncPoolBackend:
+        """An async pool for ``config`` (only called when ``supports_async``). No I/O."""
+        ...

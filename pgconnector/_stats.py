@@ -1,0 +1,230 @@
+"""Pool statistics and the monitor that counts them and dispatches events (no I/O).
+
+The counting lives here, in the core, so that ``PoolStats`` means the same thing on every
+backend whatever its driver exposes. The monitor is shared by the sync and the async manager
+and may be called from any thread, so every mutation happens under one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from ._events import EVENT_NAMES, EventName, Listener, PoolEvent
+from ._redact import redact
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._events import LoggerLike
+
+__all__ = ["PoolStats", "ConnectionStatus", "PoolMonitor"]
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of one pool.
+
+    ``total``, ``idle``, ``waiting`` and ``in_use`` describe the pool now (all 0 before
+    ``connect()`` and after ``disconnect()``); ``acquires``, ``timeouts``,
+    ``connections_opened``, ``connections_closed`` and ``leaks`` count since the manager was
+    built and survive a disconnect.
+    """
+
+    total: int = 0
+    idle: int = 0
+    waiting: int = 0
+    in_use: int = 0
+    min_size: int = 0
+    max_size: int = 0
+    acquires: int = 0
+    timeouts: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+    leaks: int = 0
+
+
+@dataclass(frozen=True)
+class ConnectionStatus:
+    """The result of a health check. ``error`` is the (redacted) reason when not connected."""
+
+    connected: bool
+    pool_stats: PoolStats
+    last_checked: datetime
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class PoolMonitor:
+    """Counts what happens in one manager's pool and fires its events.
+
+    Implements :class:`~pgconnector._protocols.PoolHooks` for the backend pool.
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        min_size: int,
+        max_size: int,
+        logger: LoggerLike,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.backend = backend
+        self.min_size = min_size
+        self.max_size = max_size
+        self._logger = logger
+        self._secrets = secrets
+        self._lock = threading.Lock()
+        self._listeners: dict[EventName, list[Listener]] = {name: [] for name in EVENT_NAMES}
+        self._next_id = 0
+        # gauges (describe the current pool)
+        self._total = 0
+        self._in_use = 0
+        self._waiting = 0
+        # counters (cumulative)
+        self._acquires = 0
+        self._timeouts = 0
+        self._opened = 0
+        self._closed = 0
+        self._leaks = 0
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def add_listener(self, event: str, callback: Listener) -> None:
+        if event not in self._listeners:
+            raise ConfigError(
+                f"unknown pool event {event!r}: use one of {', '.join(EVENT_NAMES)}",
+                field="event",
+            )
+        if not callable(callback):
+            raise ConfigError("a pool event listener must be callable", field="callback")
+        with self._lock:
+            # Copy-on-write so that emit() can iterate without holding the lock.
+            self._listeners[event] = [*self._listeners[event], callback]
+
+    def remove_listener(self, event: str, callback: Listener) -> None:
+        with self._lock:
+            current = self._listeners.get(event)  # type: ignore[call-overload]
+            if current and callback in current:
+                # == rather than "is": bound methods are new objects at every attribute access
+                remaining = list(current)
+                remaining.remove(callback)
+                self._listeners[event] = remaining  # type: ignore[index]
+
+    def emit(
+        self,
+        name: EventName,
+        connection_id: int | None,
+        *,
+        reason: str | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        listeners = self._listeners[name]
+        if not listeners:
+            return
+        event = PoolEvent(name, self.backend, connection_id, utcnow(), reason, error)
+        for callback in listeners:
+            try:
+                callback(event)
+            except Exception as exc:
+                # A listener must never break the pool: log it, and report it once as an
+                # error event (but not from an error listener, which would loop).
+                self._logger.error(
+                    "pgconnector: listener for %r event raised %s",
+                    name,
+                    redact(repr(exc), self._secrets),
+                )
+                if name != "error":
+                    self.emit("error", connection_id, error=exc)
+
+    # -- PoolHooks -------------------------------------------------------------------------
+
+    def connection_opened(self) -> int:
+        with self._lock:
+            self._next_id += 1
+            connection_id = self._next_id
+            self._total += 1
+            self._opened += 1
+        self.emit("connect", connection_id)
+        return connection_id
+
+    def connection_closed(self, connection_id: int, reason: str) -> None:
+        with self._lock:
+            self._total = max(0, self._total - 1)
+            self._closed += 1
+        self.emit("remove", connection_id, reason=reason)
+
+    def connection_failed(self, error: BaseException, connection_id: int | None = None) -> None:
+        self.emit("error", connection_id, error=error)
+
+    # -- manager side ----------------------------------------------------------------------
+
+    def wait_started(self) -> None:
+        with self._lock:
+            self._waiting += 1
+
+    def wait_timed_out(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+            self._timeouts += 1
+
+    def wait_failed(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def acquired(self, connection_id: int) -> None:
+        with self._lock:
+            self._waiting -= 1
+            self._acquires += 1
+            self._in_use += 1
+        if self._listeners["acquire"]:
+            self.emit("acquire", connection_id)
+
+    def released(self, connection_id: int) -> int:
+        """Count a release; returns how many connections are still checked out."""
+        with self._lock:
+            self._in_use -= 1
+            in_use = self._in_use
+        if self._listeners["release"]:
+            self.emit("release", connection_id)
+        return in_use
+
+    def leaked(self) -> None:
+        with self._lock:
+            self._leaks += 1
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def pool_closed(self) -> None:
+        """The pool is gone: whatever the backend reported, nothing is open or waiting now."""
+        with self._lock:
+            self._total = 0
+            self._in_use = 0
+            self._waiting = 0
+
+    def snapshot(self, connected: bool = True) -> PoolStats:
+        with self._lock:
+            if not connected:
+                total = in_use = waiting = 0
+            else:
+                total, in_use, waiting = self._total, self._in_use, self._waiting
+            return PoolStats(
+                total=total,
+                idle=max(0, total - in_use),
+                waiting=max(0, waiting),
+                in_use=in_use,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                acquires=self._acquires,
+                timeouts=self._timeouts,
+                connections_opened=self._opened,
+                connections_closed=self._closed,
+                leaks=self._leaks,
+            )

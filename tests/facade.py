@@ -1,0 +1,129 @@
+"""One async face for both managers, so that a conformance test is written once.
+
+For the async manager the facade passes calls through. For the sync manager it calls the sync
+method directly (blocking the test's event loop, which has nothing else to do) and hands back
+the result as an awaitable. Tests that are about concurrency itself (threads vs tasks) branch
+on ``facade.mode`` and use the real manager (``facade.manager``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pgconnector import (
+    AsyncClient,
+    AsyncConnectionManager,
+    Client,
+    ConnectionManager,
+    ConnectionStatus,
+    PoolConfig,
+    PoolStats,
+    Row,
+)
+
+
+class ClientFacade:
+    def __init__(self, client: Client | AsyncClient) -> None:
+        self.client = client
+        self.is_async = isinstance(client, AsyncClient)
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        result = getattr(self.client, name)(*args, **kwargs)
+        if self.is_async:
+            result = await result
+        return result
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self._call("execute", sql, *args)  # type: ignore[no-any-return]
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._call("fetch", sql, *args)  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._call("fetchrow", sql, *args)  # type: ignore[no-any-return]
+
+    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
+        return await self._call("fetchval", sql, *args, column=column)
+
+    async def release(self) -> None:
+        await self._call("release")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[ClientFacade]:
+        if isinstance(self.client, AsyncClient):
+            async with self.client.transaction():
+                yield self
+        else:
+            with self.client.transaction():
+                yield self
+
+    @property
+    def raw(self) -> Any:
+        return self.client.raw
+
+    @property
+    def connection_id(self) -> int:
+        return self.client.connection_id
+
+    @property
+    def released(self) -> bool:
+        return self.client.released
+
+
+class ManagerFacade:
+    def __init__(self, manager: ConnectionManager | AsyncConnectionManager) -> None:
+        self.manager = manager
+        self.mode = "async" if isinstance(manager, AsyncConnectionManager) else "sync"
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        result = getattr(self.manager, name)(*args, **kwargs)
+        if self.mode == "async":
+            result = await result
+        return result
+
+    async def connect(self) -> Any:
+        return await self._call("connect")
+
+    async def disconnect(self, timeout: float = 10.0) -> None:
+        await self._call("disconnect", timeout=timeout)
+
+    async def health_check(self, timeout: float | None = None) -> ConnectionStatus:
+        return await self._call("health_check", timeout)  # type: ignore[no-any-return]
+
+    async def get_client(self, timeout: float | None = None) -> ClientFacade:
+        return ClientFacade(await self._call("get_client", timeout))
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[ClientFacade]:
+        client = await self.get_client(timeout)
+        try:
+            yield client
+        finally:
+            await client.release()
+
+    def get_pool(self) -> Any:
+        return self.manager.get_pool()
+
+    def get_pool_stats(self) -> PoolStats:
+        return self.manager.get_pool_stats()
+
+    def is_initialized(self) -> bool:
+        return self.manager.is_initialized()
+
+    def add_listener(self, event: str, callback: Any) -> None:
+        self.manager.add_listener(event, callback)
+
+    @property
+    def backend_name(self) -> str:
+        return self.manager.backend_name
+
+    @property
+    def config(self) -> PoolConfig:
+        return self.manager.config
+
+
+def wrap_manager(config: PoolConfig, backend: str, mode: str) -> ManagerFacade:
+    cls = ConnectionManager if mode == "sync" else AsyncConnectionManager
+    return ManagerFacade(cls(config, backend=backend))
