@@ -1,0 +1,208 @@
+"""Pure helpers shared by the sync and the async psycopg pools (no I/O).
+
+Building libpq connection keywords from the core's resolved :class:`~pgconnector.ConnectParams`,
+telling a broken connection from a failed statement, the messages of the errors we raise, and
+the constants both pools use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from pgconnector import ConfigError, ConnectParams, PoolConfig
+from pgconnector._redact import redact
+
+__all__ = [
+    "NEVER",
+    "POLL_INTERVAL",
+    "RECONNECT_TIMEOUT",
+    "MIN_WAIT",
+    "SESSION_RESET_IDLE",
+    "SESSION_RESET_IN_TRANSACTION",
+    "check_params",
+    "connect_kwargs",
+    "libpq_connect_timeout",
+    "escape_option",
+    "settings_to_options",
+    "describe_target",
+    "driver_message",
+    "is_connection_broken",
+    "next_pool_name",
+    "quiet_discard_warnings",
+    "seconds_or_never",
+]
+
+#: What psycopg_pool gets for "no limit" (``idle_timeout=0``, ``max_lifetime=0``): ten years.
+#: A finite number, because psycopg_pool schedules its shrink task every ``max_idle`` seconds
+#: (0 would make it spin) and adds jitter to ``max_lifetime``.
+NEVER = 10 * 365 * 24 * 3600.0
+
+#: How often a waiter re-checks the pool's connect failures while the server looks down (and
+#: while ``open()`` verifies the first connection). Only these slow paths poll; an ordinary
+#: ``acquire()`` is one ``getconn()`` call.
+POLL_INTERVAL = 0.05
+
+#: psycopg_pool raises PoolTimeout at once for ``timeout <= 0``, even with an idle connection
+#: in the pool; a zero acquire timeout means "do not wait", so it becomes this.
+MIN_WAIT = 0.01
+
+#: psycopg_pool's ``reconnect_timeout``. Its retry delay doubles without a cap (1, 2, 4, … s)
+#: until this much time has passed, then it gives up on that connection and calls
+#: ``reconnect_failed``, where we re-grow the pool to ``min_size`` — which starts a fresh
+#: cycle at a 1 s delay. So 30 s bounds the gap between two attempts to about 15 s however long
+#: the outage lasts, and the pool keeps trying for ever instead of settling below ``min_size``.
+RECONNECT_TIMEOUT = 30.0
+
+#: Session reset of a connection that is idle (not in a transaction): one statement.
+SESSION_RESET_IDLE = "DISCARD ALL"
+
+#: Session reset of a connection in an open or aborted transaction, in the same round trip as
+#: the rollback. ``DISCARD ALL`` refuses to run in the implicit transaction block that a
+#: multi-statement query forms, so this is its documented equivalent, statement by statement.
+SESSION_RESET_IN_TRANSACTION = (
+    "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; "
+    "UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; "
+    "DISCARD SEQUENCES"
+)
+
+_pool_numbers = itertools.count(1)
+
+
+def next_pool_name() -> str:
+    """``pgconnector-psycopg-N``: the name psycopg_pool logs and names its workers with."""
+    return f"pgconnector-psycopg-{next(_pool_numbers)}"
+
+
+def seconds_or_never(value: float) -> float:
+    """A duration where 0 means "no limit" (as ``max_uses=0`` does), for psycopg_pool."""
+    return value if value > 0 else NEVER
+
+
+def libpq_connect_timeout(seconds: float) -> int:
+    """libpq's ``connect_timeout``: whole seconds, at least 2 (libpq's own floor), rounded up
+    so that libpq never gives up before the float timeout we enforce ourselves."""
+    return max(2, math.ceil(seconds))
+
+
+def escape_option(text: str) -> str:
+    """Escape a word for libpq's ``options`` keyword: whitespace separates arguments there,
+    and a backslash takes the next character literally."""
+    out: list[str] = []
+    for char in text:
+        if char == "\\" or char.isspace():
+            out.append("\\")
+        out.append(char)
+    return "".join(out)
+
+
+def settings_to_options(settings: Mapping[str, str]) -> str:
+    """``{"search_path": "a b"}`` -> ``-c search_path=a\\ b``."""
+    return " ".join(
+        f"-c {escape_option(str(name))}={escape_option(str(value))}"
+        for name, value in settings.items()
+    )
+
+
+def check_params(params: ConnectParams) -> None:
+    """Refuse what libpq cannot be given."""
+    if params.ssl_context is not None:
+        raise ConfigError(
+            "ssl: the psycopg backend cannot use an ssl.SSLContext, because libpq takes its "
+            "TLS settings as connection keywords only; put them in the DSN instead, e.g. "
+            "sslmode=verify-full sslrootcert=/path/to/ca.pem (and sslcert/sslkey for a client "
+            "certificate)",
+            field="ssl",
+        )
+
+
+def connect_kwargs(config: PoolConfig, params: ConnectParams) -> dict[str, Any]:
+    """libpq keywords for ``psycopg.connect()``, from the core's resolved parameters only.
+
+    host, port, user, dbname and connect_timeout are always given explicitly, so that libpq
+    never falls back to a ``PG*`` variable for a field the core has already resolved (the core
+    applies those variables itself, with the same precedence). Any other keyword the DSN
+    carried is passed through unchanged; ``server_settings`` are appended to ``options``.
+    """
+    check_params(params)
+    kwargs: dict[str, Any] = dict(params.options)
+    kwargs.update(
+        host=params.host,
+        port=params.port,
+        user=params.user,
+        dbname=params.database,
+        connect_timeout=libpq_connect_timeout(params.connect_timeout),
+    )
+    if params.password is not None:
+        kwargs["password"] = params.password
+    if params.sslmode is not None:
+        kwargs["sslmode"] = params.sslmode
+    if params.application_name is not None:
+        kwargs["application_name"] = params.application_name
+    if "target_session_attrs" not in kwargs:
+        kwargs["target_session_attrs"] = config.target_session_attrs
+    if params.server_settings:
+        # Ours go last: when a setting appears twice, the server keeps the last one.
+        words = [kwargs.get("options") or "", settings_to_options(params.server_settings)]
+        kwargs["options"] = " ".join(word for word in words if word)
+    return kwargs
+
+
+def describe_target(params: ConnectParams) -> str:
+    """``127.0.0.1:5432 (database 'app', user 'app')`` for error messages."""
+    return f"{params.host}:{params.port} (database {params.database!r}, user {params.user!r})"
+
+
+def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:
+    """The driver error as one redacted line (psycopg messages may span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return redact(text, secrets)
+
+
+def is_connection_broken(conn: psycopg.BaseConnection[Any], exc: BaseException) -> bool:
+    """True when ``exc`` left ``conn`` unusable: the socket is gone, or the server ended the
+    session (FATAL / PANIC severity: terminated backend, admin or crash shutdown, idle-session
+    timeouts). A statement error on a healthy connection (syntax, constraint, division by zero,
+    statement timeout) is False."""
+    if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
+        return True
+    if isinstance(exc, (psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown)):
+        return True
+    if isinstance(exc, psycopg.Error):
+        severity = exc.diag.severity_nonlocalized or exc.diag.severity
+        if severity in ("FATAL", "PANIC"):
+            return True
+    return False
+
+
+class _QuietDiscards(logging.Filter):
+    """Drops psycopg_pool's ``discarding closed connection`` warning for connections that we
+    closed on purpose before returning them (``max_uses``, ``discard=True``, failed reset).
+
+    psycopg_pool has no "discard" call: the way to retire a borrowed connection is to close it
+    and give it back, which it then reports as a warning. We have already reported those
+    closes through the pool events, and a ``max_uses`` retirement is routine, so the warning is
+    noise. Only records about connections carrying our ``_pgc_quiet`` mark are dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            return not any(getattr(arg, "_pgc_quiet", False) is True for arg in args)
+        return True
+
+
+_quiet_filter = _QuietDiscards()
+
+
+def quiet_discard_warnings() -> None:
+    """Install the filter on psycopg_pool's logger (once per process)."""
+    logger = logging.getLogger("psycopg.pool")
+    if _quiet_filter not in logger.filters:
+        logger.addFilter(_quiet_filter)
