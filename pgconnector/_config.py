@@ -25,6 +25,7 @@ from ._dsn import (
     scheme_backend,
     show,
 )
+from ._pgpass import lookup_password
 from ._redact import MASK, mask_secrets, redact, redact_dsn
 from .errors import ConfigError
 
@@ -233,6 +234,8 @@ class PoolConfig:
         if password is None:
             password = env.password
         database = self.database or parsed.database or env.database or user
+        if password is None:
+            password = lookup_password(host, port, database, user, parsed.options.get("passfile"))
 
         sslmode: str | None
         context: _ssl.SSLContext | None = None
