@@ -105,10 +105,13 @@ def _load(name: str) -> Backend:
         raise _not_found(name)
     try:
         obj = ep.load()
-    except ImportError as exc:
+    except Exception as exc:
+        # A broken plugin must not break the others (nor available_backends()): report it
+        # as not found, with the reason.
         raise BackendNotFoundError(
             f"pgconnector backend {name!r} is registered by {ep.value!r} but cannot be "
-            f'imported ({exc}). Reinstall it with: pip install "pgconnector[{name}]"',
+            f"loaded ({type(exc).__name__}: {exc}). Reinstall it with: "
+            f'pip install "pgconnector[{name}]"',
             field="backend",
         ) from exc
     if isinstance(obj, type):
