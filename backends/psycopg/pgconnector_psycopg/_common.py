@@ -11,10 +11,14 @@ import itertools
 import logging
 import math
 from collections.abc import Iterable, Mapping
+from datetime import timezone
 from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.abc import AdaptContext
+from psycopg.adapt import AdaptersMap
+from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 
 from pgconnector import ConfigError, ConnectParams, PoolConfig
 from pgconnector._redact import redact
@@ -27,6 +31,7 @@ __all__ = [
     "SESSION_RESET_IDLE",
     "SESSION_RESET_IN_TRANSACTION",
     "check_params",
+    "adapters",
     "connect_kwargs",
     "libpq_connect_timeout",
     "escape_option",
@@ -152,6 +157,36 @@ def connect_kwargs(config: PoolConfig, params: ConnectParams) -> dict[str, Any]:
         words = [kwargs.get("options") or "", settings_to_options(params.server_settings)]
         kwargs["options"] = " ".join(word for word in words if word)
     return kwargs
+
+
+class _UtcTimestamptzLoader(TimestamptzLoader):
+    """timestamptz in UTC (``datetime.timezone.utc``) whatever the session's TimeZone, as
+    asyncpg and pg8000 return it: the same value *and* the same tzinfo on every backend."""
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        self._timezone = timezone.utc
+
+
+class _UtcTimestamptzBinaryLoader(TimestamptzBinaryLoader):
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        self._timezone = timezone.utc
+
+
+_adapters: AdaptersMap | None = None
+
+
+def adapters() -> AdaptersMap:
+    """The adaptation context of every pgconnector connection: psycopg's defaults, with
+    timestamptz loaded in UTC."""
+    global _adapters
+    if _adapters is None:
+        amap = AdaptersMap(psycopg.adapters)
+        amap.register_loader("timestamptz", _UtcTimestamptzLoader)
+        amap.register_loader("timestamptz", _UtcTimestamptzBinaryLoader)
+        _adapters = amap
+    return _adapters
 
 
 def describe_target(params: ConnectParams) -> str:

@@ -67,6 +67,7 @@ from ._common import (
     RECONNECT_TIMEOUT,
     SESSION_RESET_IDLE,
     SESSION_RESET_IN_TRANSACTION,
+    adapters,
     connect_kwargs,
     describe_target,
     driver_message,
@@ -231,6 +232,7 @@ class PsycopgPool:
         kwargs = connect_kwargs(config, params)  # raises ConfigError for an ssl.SSLContext
         kwargs["autocommit"] = True
         kwargs["cursor_factory"] = RawCursor
+        kwargs["context"] = adapters()
         if config.pgbouncer or config.reset_on_release == "session":
             # Server-side prepared statements would not survive a PgBouncer transaction
             # pooler, nor the DEALLOCATE ALL of a session reset: psycopg's cache of them would

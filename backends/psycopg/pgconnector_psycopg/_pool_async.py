@@ -70,6 +70,7 @@ from ._common import (
     RECONNECT_TIMEOUT,
     SESSION_RESET_IDLE,
     SESSION_RESET_IN_TRANSACTION,
+    adapters,
     connect_kwargs,
     describe_target,
     driver_message,
@@ -245,6 +246,7 @@ class AsyncPsycopgPool:
         kwargs = connect_kwargs(config, params)  # raises ConfigError for an ssl.SSLContext
         kwargs["autocommit"] = True
         kwargs["cursor_factory"] = AsyncRawCursor
+        kwargs["context"] = adapters()
         if config.pgbouncer or config.reset_on_release == "session":
             # Server-side prepared statements would not survive a PgBouncer transaction
             # pooler, nor the DEALLOCATE ALL of a session reset: psycopg's cache of them would
