@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,40 @@ from pgconnector import PoolConfig
 from tests.facade import ManagerFacade, wrap_manager
 
 EXTERNAL_DSN_VAR = "PGCONNECTOR_TEST_DSN"
+PURE_PYTHON_VAR = "PGCONNECTOR_ASSERT_PURE_PYTHON"
+
+
+def compiled_site_modules() -> list[str]:
+    """Modules loaded from compiled extension files installed in site-packages."""
+    import importlib.machinery
+    import site
+
+    sites = tuple(
+        os.path.realpath(p) + os.sep for p in [*site.getsitepackages(), site.getusersitepackages()]
+    )
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    found = []
+    for name, module in list(sys.modules.items()):
+        path = os.path.realpath(getattr(module, "__file__", None) or "")
+        if path.endswith(suffixes) and path.startswith(sites):
+            found.append(f"{name} ({path})")
+    return sorted(found)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With PGCONNECTOR_ASSERT_PURE_PYTHON=1 (the pure-Python environment check), fail the
+    run if any compiled extension module from site-packages was imported."""
+    if not os.environ.get(PURE_PYTHON_VAR):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    compiled = compiled_site_modules()
+    if compiled:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        message = "compiled extension modules were imported: " + ", ".join(compiled)
+    else:
+        message = "pure Python: no compiled extension module was imported"
+    if reporter is not None:
+        reporter.write_line(message)
 
 
 @dataclass(frozen=True)
