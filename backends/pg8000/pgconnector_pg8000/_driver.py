@@ -1,0 +1,833 @@
+"""pg8000 as a :class:`pgconnector._generic_pool.RawDriver` (imported only when a pool is made).
+
+:class:`Pg8000Driver` is built once per pool from the :class:`~pgconnector.PoolConfig`: it
+refuses DSN keywords it cannot honour (``ConfigError`` at create time), and prepares what every
+connect reuses — above all the ``ssl.SSLContext``, which pg8000 would otherwise build (and load
+the system's CA store into) on every connect, the bulk of its slow connects.
+
+It opens the socket itself (TCP or the Unix socket ``<dir>/.s.PGSQL.<port>``), negotiates TLS
+as libpq's ``sslmode`` says (``prefer`` falls back to plaintext on the same socket when the
+server answers "no TLS"; ``allow`` tries plaintext first), and hands pg8000 the ready socket.
+Every step is bounded by what remains of ``connect_timeout``.
+
+:class:`Pg8000Connection` (the object ``Client.raw`` returns) is a ``pg8000.native.Connection``
+with four changes, all in pg8000's message handling:
+
+* statements with arguments go out as Parse/Bind/Describe/Execute/Sync in **one** round trip
+  (pg8000's ``execute_unnamed`` takes three), with PostgreSQL's own ``$1`` placeholders sent as
+  they are, and parameter types chosen as psycopg chooses them;
+* the CommandComplete tag is kept, so that ``execute`` returns ``"INSERT 0 1"`` exactly;
+* a decoding error in the middle of a result no longer desynchronizes the connection: the
+  remaining messages are read up to ReadyForQuery before the error is raised;
+* a FATAL error (a terminated backend) is raised at once instead of waiting for a
+  ReadyForQuery that never comes.
+
+pg8000's native connection runs every statement in autocommit mode unless ``BEGIN`` is sent,
+which is the contract. Unlike pg8000, ``COMMIT`` in a failed transaction returns the status
+``"ROLLBACK"`` instead of raising, as with psycopg and asyncpg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import socket
+import ssl
+import struct
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from time import monotonic
+from typing import Any
+
+import pg8000.native  # type: ignore[import-untyped]
+from pg8000.converters import _array_in as array_in  # type: ignore[import-untyped]
+from pg8000.converters import make_param, timestamptz_in
+from pg8000.core import Context  # type: ignore[import-untyped]
+from pg8000.exceptions import (  # type: ignore[import-untyped]
+    DatabaseError,
+    InterfaceError,
+)
+
+from pgconnector import ConfigError, ConnectionError, ConnectParams, PoolConfig
+from pgconnector._generic_pool import (
+    ACTIVE,
+    IDLE,
+    IN_ERROR,
+    IN_TRANSACTION,
+    UNKNOWN,
+    describe_target,
+)
+from pgconnector._protocols import QueryResult
+from pgconnector._redact import redact
+
+__all__ = ["Pg8000Driver", "Pg8000Connection", "Pg8000Raw", "check_options", "param_oid"]
+
+# -- protocol constants (PostgreSQL frontend/backend protocol 3.0) --------------------------
+
+_HEADER = struct.Struct("!ci")
+_I32 = struct.Struct("!i")
+_I16 = struct.Struct("!h")
+_U16 = struct.Struct("!H")
+_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+_CANCEL_REQUEST_CODE = 80877102
+
+_READY_FOR_QUERY = b"Z"
+_ERROR_RESPONSE = b"E"
+_COPY_IN_RESPONSE = b"G"
+
+
+def _message(code: bytes, payload: bytes = b"") -> bytes:
+    return code + _I32.pack(len(payload) + 4) + payload
+
+
+_DESCRIBE_PORTAL = _message(b"D", b"P\x00")
+_EXECUTE = _message(b"E", b"\x00" + _I32.pack(0))
+_SYNC = _message(b"S")
+_COPY_FAIL = _message(b"f", b"COPY from a client stream is not supported by pgconnector\x00")
+
+# -- DSN keywords ---------------------------------------------------------------------------
+
+#: libpq keywords this backend honours.
+_HONOURED = frozenset({
+    "hostaddr",
+    "client_encoding",
+    "options",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+})
+#: Keywords that change nothing here: obsolete (sslcompression), about GSSAPI, which pg8000
+#: does not speak, or about choosing among several hosts, of which the core passes one.
+_NO_EFFECT = frozenset({"sslcompression", "krbsrvname", "gsslib", "gssdelegation",
+                        "load_balance_hosts"})
+#: Keywords accepted only with the value(s) that describe what pg8000 does anyway.
+_ONLY = {
+    "gssencmode": ("disable", "prefer"),
+    "channel_binding": ("prefer",),
+    "sslnegotiation": ("postgres",),
+    "sslcertmode": ("allow", "disable"),
+}
+_TLS_VERSIONS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+def check_options(options: Mapping[str, str]) -> None:
+    """Refuse DSN keywords that would change behaviour if honoured and that pg8000 cannot
+    honour, instead of silently ignoring them."""
+    for key, value in options.items():
+        if key in _HONOURED or key in _NO_EFFECT:
+            continue
+        allowed = _ONLY.get(key)
+        if allowed is not None:
+            if value in allowed:
+                continue
+            raise ConfigError(
+                f"dsn: {key}={value!r} is not supported by the pg8000 backend: use "
+                f"{' or '.join(allowed)}, remove it, or use the psycopg backend",
+                field="dsn",
+            )
+        raise ConfigError(
+            f"dsn: the libpq keyword {key!r} is not supported by the pg8000 backend: remove "
+            "it or use the psycopg backend (which passes every libpq keyword to libpq)",
+            field="dsn",
+        )
+
+
+# -- parameter types ------------------------------------------------------------------------
+
+_INT2, _INT4, _INT8, _NUMERIC = 21, 23, 20, 1700
+_OIDS: dict[type, int] = {
+    bool: 16,
+    float: 701,
+    Decimal: _NUMERIC,
+    bytes: 17,
+    bytearray: 17,
+    memoryview: 17,
+    dt.date: 1082,
+    dt.timedelta: 1186,
+    uuid.UUID: 2950,
+}
+_ARRAY_OIDS = {16: 1000, _INT2: 1005, _INT4: 1007, _INT8: 1016, 701: 1022, _NUMERIC: 1231,
+               2950: 2951}
+
+
+def param_oid(value: Any) -> int:
+    """The parameter type sent for a Python value, as psycopg chooses it: ints by size
+    (int2/int4/int8, numeric beyond), float8, numeric, bool, bytea, date, time(tz),
+    timestamp(tz), interval, uuid, and arrays of these; 0 ("unknown": the server infers it from
+    the statement) for str, None, dicts (JSON text), and anything else pg8000 can format."""
+    kind = type(value)
+    if kind is int:
+        if -(2**15) <= value < 2**15:
+            return _INT2
+        if -(2**31) <= value < 2**31:
+            return _INT4
+        if -(2**63) <= value < 2**63:
+            return _INT8
+        return _NUMERIC
+    if kind is dt.datetime:
+        return 1184 if value.utcoffset() is not None else 1114
+    if kind is dt.time:
+        return 1266 if value.utcoffset() is not None else 1083
+    if kind is list:
+        return _array_oid(value)
+    return _OIDS.get(kind, 0)
+
+
+def _array_oid(values: list[Any]) -> int:
+    element = 0
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, list):
+            return 0  # multi-dimensional: let the server infer it
+        oid = param_oid(value)
+        if oid in (_INT2, _INT4, _INT8, _NUMERIC) and element in (_INT2, _INT4, _INT8, _NUMERIC):
+            oid = max(oid, element, key=(_INT2, _INT4, _INT8, _NUMERIC).index)
+        elif element and oid != element:
+            return 0
+        element = oid
+    return _ARRAY_OIDS.get(element, 0)
+
+
+_TIMESTAMPTZ, _TIMESTAMPTZ_ARRAY = 1184, 1185
+
+
+def _timestamptz_in(text: str) -> Any:
+    value = timestamptz_in(text)
+    if isinstance(value, dt.datetime) and value.tzinfo is not dt.timezone.utc:
+        value = value.astimezone(dt.timezone.utc)
+    return value  # a datetime, or "infinity" / "-infinity" as pg8000 returns them
+
+
+# -- the connection -------------------------------------------------------------------------
+
+
+class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
+    """A ``pg8000.native.Connection`` that pgconnector's pool drives (see the module
+    docstring for what differs). ``run()`` and the rest of pg8000's API work as usual."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: True between statements (after ReadyForQuery): an error raised then left the
+        #: connection in step with the server.
+        self.pgc_ready = True
+        self.pgc_in_extended = False
+        super().__init__(*args, **kwargs)
+        self.py_types[memoryview] = lambda view: "\\x" + bytes(view).hex()
+        # timestamptz in UTC whatever the session's TimeZone, as on every backend.
+        self.pg_types[_TIMESTAMPTZ] = _timestamptz_in
+        self.pg_types[_TIMESTAMPTZ_ARRAY] = array_in(_timestamptz_in)
+
+    # pg8000 message handlers ----------------------------------------------------------------
+
+    def handle_COMMAND_COMPLETE(self, data: bytes, context: Any) -> None:
+        tag = data[:-1]
+        context.tag = tag.decode("ascii", "replace")
+        try:
+            count = int(tag.rsplit(b" ", 1)[-1])
+        except ValueError:
+            return
+        context.row_count = count if context.row_count == -1 else context.row_count + count
+
+    def handle_ROW_DESCRIPTION(self, data: bytes, context: Any) -> None:
+        if context.columns is not None and not hasattr(context, "pgc_first"):
+            # A script with several result sets: keep the first (as psycopg's fetch does).
+            context.pgc_first = (context.columns, context.rows)
+            context.rows = []
+        super().handle_ROW_DESCRIPTION(data, context)
+
+    def handle_READY_FOR_QUERY(self, data: bytes, context: Any) -> None:
+        self._transaction_status = data
+        self.pgc_ready = True
+
+    def handle_messages(self, context: Any) -> None:
+        sock = self._sock
+        failure: Exception | None = None
+        code = None
+        while code != _READY_FOR_QUERY:
+            header = _read_exact(sock, 5)
+            code, length = _HEADER.unpack(header)
+            data = _read_exact(sock, length - 4)
+            if failure is not None and code != _READY_FOR_QUERY:
+                continue  # draining up to ReadyForQuery after a client-side error
+            try:
+                self.message_types[code](data, context)
+            except Exception as exc:
+                if isinstance(exc, InterfaceError) and str(exc) == "network error":
+                    raise
+                failure = exc
+                if code == _COPY_IN_RESPONSE:
+                    # The server waits for data: refuse the COPY so that it answers.
+                    _write_all(sock, _COPY_FAIL + (_SYNC if self.pgc_in_extended else b""))
+                continue
+            if code == _ERROR_RESPONSE and is_fatal(context.error):
+                # The server ends the session: no ReadyForQuery will follow.
+                raise context.error
+        if failure is not None:
+            raise failure
+        if context.error is not None:
+            raise context.error
+
+    # statements ------------------------------------------------------------------------------
+
+    def pgc_simple(self, sql: str) -> Any:
+        """One statement (or a script) without arguments: the simple query protocol."""
+        context = Context(sql)
+        self.pgc_ready = False
+        self.pgc_in_extended = False
+        _write_all(self._sock, _message(b"Q", sql.encode(self._client_encoding) + b"\x00"))
+        self.handle_messages(context)
+        return context
+
+    def pgc_extended(self, sql: str, oids: Sequence[int], params: Sequence[str | None]) -> Any:
+        """One statement with arguments, in one round trip."""
+        encoding = self._client_encoding
+        parse = bytearray(b"\x00")
+        parse += sql.encode(encoding) + b"\x00"
+        parse += _U16.pack(len(oids))
+        for oid in oids:
+            parse += _I32.pack(oid)
+        bind = bytearray(b"\x00\x00")  # unnamed portal, unnamed statement
+        bind += _I16.pack(0)  # every parameter in text format
+        bind += _U16.pack(len(params))
+        for param in params:
+            if param is None:
+                bind += _I32.pack(-1)
+            else:
+                value = param.encode(encoding)
+                bind += _I32.pack(len(value))
+                bind += value
+        bind += _I16.pack(0)  # every result column in text format
+        context = Context(sql)
+        self.pgc_ready = False
+        self.pgc_in_extended = True
+        _write_all(
+            self._sock,
+            b"".join((_message(b"P", bytes(parse)), _message(b"B", bytes(bind)),
+                      _DESCRIBE_PORTAL, _EXECUTE, _SYNC)),
+        )
+        self.handle_messages(context)
+        return context
+
+
+def _read_exact(sock: Any, size: int) -> bytes:
+    try:
+        data = sock.read(size)
+        if len(data) == size:
+            return bytes(data)
+        buffer = bytearray(data)
+        while len(buffer) < size:
+            block = sock.read(size - len(buffer))
+            if not block:
+                raise InterfaceError("network error")
+            buffer += block
+        return bytes(buffer)
+    except (OSError, AttributeError, ValueError) as exc:  # closed file, dead socket
+        raise InterfaceError("network error") from exc
+
+
+def _write_all(sock: Any, data: bytes) -> None:
+    try:
+        sock.write(data)
+        sock.flush()
+    except (OSError, AttributeError, ValueError) as exc:
+        raise InterfaceError("network error") from exc
+
+
+def error_fields(error: BaseException | None) -> Mapping[str, str]:
+    """The fields of a server error (``{"S": "ERROR", "C": "22012", "M": …}``), else {}."""
+    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
+        return error.args[0]
+    return {}
+
+
+def is_fatal(error: BaseException | None) -> bool:
+    """True for a server error that ends the session (FATAL/PANIC, admin or crash shutdown,
+    the connection-exception class 08)."""
+    fields = error_fields(error)
+    if not fields:
+        return False
+    severity = fields.get("V") or fields.get("S")
+    code = fields.get("C", "")
+    return severity in ("FATAL", "PANIC") or code.startswith(("57P", "08"))
+
+
+def describe_error(error: BaseException) -> str:
+    """One readable line for a pg8000 error (pg8000's own str() is a dict's repr)."""
+    fields = error_fields(error)
+    if fields:
+        severity = fields.get("V") or fields.get("S") or "ERROR"
+        text = f"{severity}: {fields.get('M', '')}"
+        if fields.get("D"):
+            text += f" ({fields['D']})"
+        return f"{text} (SQLSTATE {fields.get('C', '?')})"
+    text = str(error) or type(error).__name__
+    cause = error.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return text
+
+
+class Pg8000Raw:
+    """The :class:`~pgconnector._generic_pool.RawConnection` over one
+    :class:`Pg8000Connection`."""
+
+    __slots__ = ("_broken", "_busy", "_close_requested", "_conn", "_driver", "_lock",
+                 "_socket")
+
+    def __init__(self, conn: Pg8000Connection, sock: socket.socket, driver: Pg8000Driver) -> None:
+        self._conn = conn
+        self._socket = sock
+        self._driver = driver
+        self._lock = threading.Lock()
+        self._busy = False
+        self._close_requested = False
+        self._broken: BaseException | None = None
+
+    @property
+    def raw(self) -> Pg8000Connection:
+        return self._conn
+
+    def execute(self, sql: str, args: Sequence[Any]) -> str:
+        context = self._run(sql, args)
+        return getattr(context, "tag", None) or ""
+
+    def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+        context = self._run(sql, args)
+        columns, rows = getattr(context, "pgc_first", None) or (context.columns, context.rows)
+        if columns is None:
+            return [], []
+        return [column["name"] for column in columns], rows or []
+
+    def _run(self, sql: str, args: Sequence[Any]) -> Any:
+        if self._broken is not None:
+            raise self._driver.broken(self._broken)
+        conn = self._conn
+        if args:
+            # Formatting happens before anything is sent: a value pg8000 cannot format is the
+            # caller's error, and the connection stays usable.
+            py_types = conn.py_types
+            oids = [param_oid(value) for value in args]
+            params = [make_param(py_types, value) for value in args]
+        with self._lock:
+            self._busy = True
+        try:
+            if args:
+                return conn.pgc_extended(sql, oids, params)
+            return conn.pgc_simple(sql)
+        except Exception as exc:
+            if (conn.pgc_ready and conn._usock is not None and not is_fatal(exc)
+                    and not self._close_requested):
+                # Raised after ReadyForQuery: an SQL (or decoding) error, and the connection
+                # is in step with the server.
+                raise
+            self._broken = exc
+            raise self._driver.broken(exc) from exc
+        except BaseException as exc:
+            # Interrupted mid-statement (KeyboardInterrupt): the protocol state is unknown.
+            if not conn.pgc_ready:
+                self._broken = exc
+            raise
+        finally:
+            with self._lock:
+                self._busy = False
+                close = self._close_requested
+            if close:
+                self._hard_close()
+
+    def transaction_status(self) -> str:
+        if self._broken is not None or self._conn._usock is None:
+            return UNKNOWN
+        if self._busy or not self._conn.pgc_ready:
+            return ACTIVE
+        status = self._conn._transaction_status
+        if status is None or status == b"I":
+            return IDLE
+        if status == b"T":
+            return IN_TRANSACTION
+        if status == b"E":
+            return IN_ERROR
+        return UNKNOWN
+
+    def is_broken(self) -> bool:
+        return self._broken is not None
+
+    def ping(self, timeout: float) -> None:
+        sock = self._socket
+        sock.settimeout(timeout)
+        try:
+            self._run("", ())
+        finally:
+            if self._broken is None:
+                sock.settimeout(None)
+
+    def cancel(self) -> None:
+        key = self._conn._backend_key_data
+        if not key:
+            return
+        # Best effort: otherwise the statement simply runs to its end.
+        with contextlib.suppress(Exception):
+            self._driver.send_cancel(key)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._busy:
+                # Another thread is inside a statement: shut the socket down under it (it then
+                # fails at once), and let that thread release the file when it leaves.
+                self._close_requested = True
+                busy = True
+            else:
+                busy = False
+        if busy:
+            self.cancel()
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+            return
+        conn = self._conn
+        if conn._usock is None:
+            return
+        if self._broken is None:
+            try:
+                # Say goodbye (Terminate), but never wait long for a dead peer.
+                self._socket.settimeout(1.0)
+                conn.close()
+                return
+            except Exception:
+                pass
+        self._hard_close()
+
+    def _hard_close(self) -> None:
+        conn = self._conn
+        for closable in (conn._sock, conn._usock):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
+        conn._sock = None
+        conn._usock = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.transaction_status()}>"
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+class Pg8000Driver:
+    """Opens pg8000 connections for one pool (see the module docstring)."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        params = config.connect_params()
+        options = dict(params.options)
+        check_options(options)
+        self._params = params
+        self._target = describe_target(params)
+        self._secrets = tuple(s for s in {params.password, config.password,
+                                          options.get("sslpassword")} if s)
+        host = params.host
+        self._unix_path: str | None = None
+        if host.startswith("/"):
+            self._unix_path = os.path.join(host, f".s.PGSQL.{params.port}")
+        self._address = options.get("hostaddr") or host
+        self._keepalive = _socket_options(options)
+        settings: dict[str, str] = {}
+        if "client_encoding" in options:
+            settings["client_encoding"] = options["client_encoding"]
+        if "options" in options:
+            settings["options"] = options["options"]
+        settings.update(params.server_settings)
+        self._startup = settings
+        self._application_name = params.application_name or options.get(
+            "fallback_application_name"
+        )
+        if params.ssl_context is not None:
+            self._sslmode = "require"
+            self._context: ssl.SSLContext | None = params.ssl_context
+        else:
+            self._sslmode = params.sslmode or "prefer"  # libpq's default
+            self._context = build_ssl_context(self._sslmode, options, params)
+        # The name sent as SNI (libpq: unless sslsni=0, and never for an address) and checked
+        # against the certificate for verify-full.
+        self._server_hostname: str | None = None
+        verify_name = self._context is not None and self._context.check_hostname
+        if verify_name or (options.get("sslsni", "1") != "0" and not _is_ip(host)):
+            self._server_hostname = host
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context every TLS connect of this pool uses (built once)."""
+        return self._context
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    # RawDriver -------------------------------------------------------------------------------
+
+    def describe(self, error: BaseException) -> str:
+        return describe_error(error)
+
+    def connect(self, timeout: float) -> Pg8000Raw:
+        deadline = monotonic() + timeout
+        mode = self._sslmode
+        if self._unix_path is not None or mode == "disable" or self._context is None:
+            # libpq never negotiates TLS over a Unix socket either.
+            return self._attempt("off", deadline, timeout)
+        if mode == "allow":
+            try:
+                return self._attempt("off", deadline, timeout)
+            except _Unreachable:
+                raise
+            except (DatabaseError, InterfaceError):
+                # The server refused us (or hung up) in plaintext: try with TLS, as libpq does.
+                return self._attempt("required", deadline, timeout)
+        if mode == "prefer":
+            try:
+                return self._attempt("optional", deadline, timeout)
+            except (ssl.SSLError, DatabaseError):
+                # The TLS handshake failed, or the server refused us over TLS: try plaintext,
+                # as libpq does for sslmode=prefer.
+                return self._attempt("off", deadline, timeout)
+        return self._attempt("required", deadline, timeout)
+
+    # internals --------------------------------------------------------------------------------
+
+    def broken(self, error: BaseException) -> ConnectionError:
+        return ConnectionError(
+            f"connection to PostgreSQL at {self._target} is broken: "
+            f"{redact(describe_error(error), self._secrets)}",
+            error,
+        )
+
+    def _attempt(self, tls: str, deadline: float, timeout: float) -> Pg8000Raw:
+        sock = self._open_socket(deadline, timeout)
+        try:
+            if tls != "off":
+                sock = self._negotiate_tls(sock, tls == "required", deadline, timeout)
+            sock.settimeout(_remaining(deadline, timeout))
+            params = self._params
+            try:
+                conn = Pg8000Connection(
+                    user=params.user,
+                    password=params.password,
+                    database=params.database,
+                    application_name=self._application_name,
+                    startup_params=self._startup or None,
+                    sock=sock,
+                    ssl_context=False,
+                )
+            except InterfaceError as exc:
+                if isinstance(exc.__cause__, TimeoutError):
+                    raise InterfaceError(f"timeout expired after {timeout:g} s") from exc
+                raise
+            sock.settimeout(None)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                sock.close()
+            raise
+        return Pg8000Raw(conn, sock, self)
+
+    def _open_socket(self, deadline: float, timeout: float) -> socket.socket:
+        port = self._params.port
+        if self._unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(_remaining(deadline, timeout))
+                sock.connect(self._unix_path)
+            except OSError as exc:
+                sock.close()
+                raise _Unreachable(
+                    f"could not connect to the Unix socket {self._unix_path}: {exc}"
+                ) from exc
+            return sock
+        try:
+            sock = socket.create_connection((self._address, port), _remaining(deadline, timeout))
+        except TimeoutError as exc:
+            raise _Unreachable(
+                f"timeout expired after {timeout:g} s connecting to {self._address}:{port}"
+            ) from exc
+        except OSError as exc:
+            raise _Unreachable(f"could not connect to {self._address}:{port}: {exc}") from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for level, name, value in self._keepalive:
+                sock.setsockopt(level, name, value)
+        except OSError:
+            pass
+        return sock
+
+    def _negotiate_tls(
+        self, sock: socket.socket, required: bool, deadline: float, timeout: float
+    ) -> socket.socket:
+        context = self._context
+        assert context is not None
+        try:
+            sock.settimeout(_remaining(deadline, timeout))
+            sock.sendall(_SSL_REQUEST)
+            answer = sock.recv(1)
+        except TimeoutError as exc:
+            raise InterfaceError(f"timeout expired after {timeout:g} s") from exc
+        except OSError as exc:
+            raise InterfaceError("network error") from exc
+        if answer == b"S":
+            return context.wrap_socket(sock, server_hostname=self._server_hostname)
+        if answer == b"N":
+            if required:
+                raise InterfaceError("the server does not support SSL, but SSL was required")
+            return sock  # sslmode=prefer: go on in plaintext on the same socket
+        raise InterfaceError(f"unexpected answer {answer!r} to the SSL request")
+
+    def send_cancel(self, key: bytes) -> None:
+        """A CancelRequest for the backend identified by ``key`` (its pid and secret), over a
+        new plaintext connection; returns once the server has handled it (closed it)."""
+        budget = min(self._params.connect_timeout, 5.0)
+        deadline = monotonic() + budget
+        sock = self._open_socket(deadline, budget)
+        try:
+            sock.settimeout(_remaining(deadline, budget))
+            sock.sendall(struct.pack("!ii", 16, _CANCEL_REQUEST_CODE) + key)
+            sock.recv(1)
+        finally:
+            sock.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._target} sslmode={self._sslmode}>"
+
+
+class _Unreachable(InterfaceError):  # type: ignore[misc]
+    """No socket could be opened (nothing to retry with another sslmode). A pg8000
+    ``InterfaceError``, as pg8000 itself raises for a failed connect."""
+
+
+def _remaining(deadline: float, timeout: float) -> float:
+    remaining = deadline - monotonic()
+    if remaining <= 0:
+        raise InterfaceError(f"timeout expired after {timeout:g} s")
+    return remaining
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _socket_options(options: Mapping[str, str]) -> list[tuple[int, int, int]]:
+    """``setsockopt`` arguments for libpq's keepalive and user-timeout keywords."""
+    def number(key: str) -> int:
+        try:
+            return int(options[key])
+        except ValueError:
+            raise ConfigError(f"dsn: {key} must be an integer", field="dsn") from None
+
+    result: list[tuple[int, int, int]] = []
+    if options.get("keepalives", "1") != "0":
+        result.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+        for key, name in (("keepalives_idle", "TCP_KEEPIDLE"),
+                          ("keepalives_interval", "TCP_KEEPINTVL"),
+                          ("keepalives_count", "TCP_KEEPCNT")):
+            if key in options and hasattr(socket, name):
+                result.append((socket.IPPROTO_TCP, getattr(socket, name), number(key)))
+    if "tcp_user_timeout" in options and hasattr(socket, "TCP_USER_TIMEOUT"):
+        result.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, number("tcp_user_timeout")))
+    return result
+
+
+def _default_file(name: str) -> str | None:
+    """libpq's default ``~/.postgresql/NAME``, if it exists."""
+    try:
+        path = Path.home() / ".postgresql" / name
+    except RuntimeError:  # no home directory
+        return None
+    return str(path) if path.is_file() else None
+
+
+def build_ssl_context(
+    sslmode: str, options: Mapping[str, str], params: ConnectParams
+) -> ssl.SSLContext | None:
+    """The one ``ssl.SSLContext`` of a pool, as libpq would configure its TLS for ``sslmode``
+    and the ``ssl*`` keywords; None for ``disable``.
+
+    As in libpq, the server certificate is verified against ``sslrootcert`` (or
+    ``~/.postgresql/root.crt``) whenever one is available, and must be for ``verify-ca`` and
+    ``verify-full``; ``verify-full`` also checks the host name; ``sslrootcert=system`` means
+    the system's CA store. A client certificate is ``sslcert``/``sslkey`` (or the default
+    ``postgresql.crt``/``.key``).
+    """
+    if sslmode == "disable":
+        return None
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        root = options.get("sslrootcert") or _default_file("root.crt")
+        if sslmode in ("verify-ca", "verify-full") and root is None:
+            raise ConfigError(
+                f"ssl: sslmode={sslmode} needs a root certificate to verify the server: set "
+                "sslrootcert=/path/to/ca.pem (or sslrootcert=system) in the DSN, or create "
+                "~/.postgresql/root.crt",
+                field="ssl",
+            )
+        if root is not None:
+            if root == "system":
+                context.load_default_certs()
+            else:
+                context.load_verify_locations(cafile=root)
+            context.check_hostname = sslmode == "verify-full"
+            context.verify_mode = ssl.CERT_REQUIRED
+        else:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if options.get("sslcrl"):
+            context.load_verify_locations(cafile=options["sslcrl"])
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        if options.get("sslcrldir"):
+            context.load_verify_locations(capath=options["sslcrldir"])
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        if options.get("sslcertmode", "allow") != "disable":
+            cert = options.get("sslcert") or _default_file("postgresql.crt")
+            key = options.get("sslkey") or (
+                _default_file("postgresql.key") if cert is not None else None
+            )
+            if cert is not None:
+                context.load_cert_chain(cert, key, password=options.get("sslpassword"))
+        context.minimum_version = _tls_version(options, "ssl_min_protocol_version", "TLSv1.2")
+        maximum = options.get("ssl_max_protocol_version")
+        if maximum:
+            context.maximum_version = _tls_version(options, "ssl_max_protocol_version", maximum)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ssl: cannot set up TLS for sslmode={sslmode}: {exc}", field="ssl"
+        ) from exc
+    return context
+
+
+def _tls_version(options: Mapping[str, str], key: str, default: str) -> ssl.TLSVersion:
+    name = options.get(key) or default
+    try:
+        return _TLS_VERSIONS[name]
+    except KeyError:
+        raise ConfigError(
+            f"dsn: {key}={name!r} is not a TLS version: use one of {', '.join(_TLS_VERSIONS)}",
+            field="dsn",
+        ) from None
