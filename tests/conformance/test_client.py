@@ -259,3 +259,7 @@ async def test_arguments_round_trip(make_manager: MakeManager) -> None:
         assert await c.fetchval("SELECT $1::bytea", b"\x01\x02") == b"\x01\x02"
         assert await c.fetchval("SELECT $1::int[]", [1, 2, 3]) == [1, 2, 3]
         assert await c.fetchval("SELECT $1::text || $1::text", "ab") == "abab"
+        # JSON arguments: JSON text, or a dict, on every backend
+        assert await c.fetchval("SELECT $1::jsonb", '{"a": [1, null]}') == {"a": [1, None]}
+        assert await c.fetchval("SELECT $1::jsonb -> 'k'", {"k": "v"}) == "v"
+        assert await c.fetchval("SELECT $1::json", {"n": 1.5}) == {"n": 1.5}

@@ -19,6 +19,7 @@ from psycopg import pq
 from psycopg.abc import AdaptContext
 from psycopg.adapt import AdaptersMap
 from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
+from psycopg.types.json import JsonbDumper
 
 from pgconnector import ConfigError, ConnectParams, PoolConfig
 from pgconnector._redact import redact
@@ -179,12 +180,14 @@ _adapters: AdaptersMap | None = None
 
 def adapters() -> AdaptersMap:
     """The adaptation context of every pgconnector connection: psycopg's defaults, with
-    timestamptz loaded in UTC."""
+    timestamptz loaded in UTC and dicts dumped as jsonb."""
     global _adapters
     if _adapters is None:
         amap = AdaptersMap(psycopg.adapters)
         amap.register_loader("timestamptz", _UtcTimestamptzLoader)
         amap.register_loader("timestamptz", _UtcTimestamptzBinaryLoader)
+        # A dict argument is JSON on every backend (psycopg alone would refuse it).
+        amap.register_dumper(dict, JsonbDumper)
         _adapters = amap
     return _adapters
 
