@@ -43,7 +43,7 @@ async def main() -> None:
             except RuntimeError as exc:
                 print(f"rolled back: {exc}")
             for row in await db.fetch("SELECT * FROM orders ORDER BY id"):
-                print({key: row[key] for key in row.keys()})
+                print(dict(row))
             print("total:", await db.fetchval("SELECT sum(price) FROM orders"))
             print("count:", await db.fetchval("SELECT count(*) FROM orders WHERE $1", True))
         status = await manager.health_check()

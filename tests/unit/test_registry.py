@@ -82,8 +82,13 @@ def test_unknown_backend_message(fakes: Any) -> None:
 
 
 def test_known_backend_not_installed_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    if "pg8000" in pgconnector.available_backends():
-        pytest.skip("pg8000 backend is installed here")
+    # as if pgconnector-pg8000 were not installed
+    from pgconnector import _registry
+
+    entry_points = {n: ep for n, ep in _registry._entry_points().items() if n != "pg8000"}
+    monkeypatch.setattr(_registry, "_entry_points", lambda: entry_points)
+    monkeypatch.setattr(_registry, "_loaded", {})
+    assert "pg8000" not in pgconnector.available_backends()
     with pytest.raises(BackendNotFoundError, match=r'pip install "pgconnector\[pg8000\]"'):
         ConnectionManager(PoolConfig(host="h"), backend="pg8000")
 
