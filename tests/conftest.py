@@ -26,6 +26,9 @@ import pgconnector
 from pgconnector import PoolConfig
 from tests.facade import ManagerFacade, wrap_manager
 
+# Fixtures the backend-specific tests share: the TLS proxy and certificates, the silent server.
+pytest_plugins = ["tests.tls", "tests.backends.helpers"]
+
 EXTERNAL_DSN_VAR = "PGCONNECTOR_TEST_DSN"
 PURE_PYTHON_VAR = "PGCONNECTOR_ASSERT_PURE_PYTHON"
 

@@ -9,7 +9,6 @@ The cross-backend behaviour is in ``tests/conformance``; these tests look under 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -19,13 +18,9 @@ import re
 import signal
 import socket
 import ssl
-import struct
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +32,11 @@ from pgconnector import (
     ConfigError,
     ConnectionError,
     PoolConfig,
-    PoolEvent,
-    PoolTimeoutError,
     UnsupportedBackendError,
 )
+from tests.backends import helpers
 from tests.conftest import ServerInfo, _embedded_or_skip
+from tests.tls import check_certificate_verification, dsn_through
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -53,39 +48,13 @@ from pgconnector_asyncpg._params import (  # noqa: E402
     jittered_lifetime,
 )
 
-
-class _Hooks:
-    def connection_opened(self) -> int:
-        return 1
-
-    def connection_closed(self, connection_id: int, reason: str) -> None:
-        pass
-
-    def connection_failed(self, error: BaseException, connection_id: int | None = None) -> None:
-        pass
-
-
 # -- no server ------------------------------------------------------------------------------
-
-
-def test_importing_the_backend_imports_no_driver() -> None:
-    code = (
-        "import sys, pgconnector, pgconnector_asyncpg; pgconnector.available_backends(); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'asyncpg'))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+# (that importing the backend imports no driver: tests/backends/test_common.py)
 
 
 def test_backend_attributes() -> None:
-    assert isinstance(backend, pgconnector.Backend)
-    assert (backend.name, backend.distribution) == ("asyncpg", "pgconnector-asyncpg")
-    assert (backend.supports_sync, backend.supports_async, backend.pure_python) == (
-        False,
-        True,
-        False,
+    helpers.check_backend_attributes(
+        backend, "asyncpg", supports_sync=False, supports_async=True, pure_python=False
     )
     backend.check_driver()
     info = pgconnector.available_backends()["asyncpg"]
@@ -94,23 +63,16 @@ def test_backend_attributes() -> None:
 
 def test_sync_is_refused() -> None:
     with pytest.raises(UnsupportedBackendError, match="async-only"):
-        backend.create_pool(PoolConfig(host="127.0.0.1"), _Hooks())
+        backend.create_pool(PoolConfig(host="127.0.0.1"), helpers.FakeHooks())
     with pytest.raises(UnsupportedBackendError, match="asyncpg"):
         pgconnector.ConnectionManager("postgresql://u@127.0.0.1:1/db", backend="asyncpg")
 
 
 def test_connect_args_are_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PGHOST", "env-host")
     monkeypatch.setenv("PGTARGETSESSIONATTRS", "standby")
-    config = PoolConfig(
-        host="db.example",
-        port=6543,
-        user="app",
-        password="s3cret",
-        database="appdb",
+    config = helpers.explicit_config(
+        monkeypatch,
         ssl="verify-full",
-        connect_timeout=2.5,
-        application_name="my app",
         server_settings={"search_path": "a b", "application_name": "loses"},
         dsn=(
             "postgresql://x@y/z?sslrootcert=/ca.pem&sslpassword=keypw&passfile=/pgpass"
@@ -186,7 +148,7 @@ def test_connect_args_defaults() -> None:
 def test_keywords_asyncpg_cannot_honour_are_refused(query: str) -> None:
     config = PoolConfig.from_dsn(f"postgresql://u@h/d?{query}")
     with pytest.raises(ConfigError) as info:
-        backend.create_async_pool(config, _Hooks())
+        backend.create_async_pool(config, helpers.FakeHooks())
     assert info.value.field == "dsn"
     assert query.split("=")[0] in str(info.value)
 
@@ -196,7 +158,7 @@ def test_ssl_files_with_a_context_are_refused() -> None:
         "postgresql://u@h/d?sslrootcert=/ca.pem", ssl=ssl.create_default_context()
     )
     with pytest.raises(ConfigError, match="SSLContext"):
-        backend.create_async_pool(config, _Hooks())
+        backend.create_async_pool(config, helpers.FakeHooks())
 
 
 def test_every_mapped_keyword_is_documented() -> None:
@@ -217,42 +179,12 @@ def test_jittered_lifetime() -> None:
 
 
 @pytest.fixture
-async def make(pg_server: ServerInfo) -> AsyncIterator[Any]:
-    made: list[AsyncConnectionManager] = []
-
-    def factory(dsn: str | None = None, **overrides: Any) -> AsyncConnectionManager:
-        overrides.setdefault("connect_timeout", 5.0)
-        config = PoolConfig.from_dsn(dsn or pg_server.dsn, **overrides)
-        manager = AsyncConnectionManager(config, backend="asyncpg")
-        made.append(manager)
-        return manager
-
-    yield factory
-    for manager in made:
-        await manager.disconnect(timeout=2.0)
-
-
-def _events(m: AsyncConnectionManager) -> list[PoolEvent]:
-    events: list[PoolEvent] = []
-    for name in ("connect", "remove", "error"):
-        m.add_listener(name, events.append)
-    return events
-
-
-def _removes(events: list[PoolEvent]) -> list[str | None]:
-    return [e.reason for e in events if e.name == "remove"]
-
-
-def _errors(events: list[PoolEvent]) -> list[PoolEvent]:
-    return [e for e in events if e.name == "error"]
-
-
-async def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+async def make(pg_server: ServerInfo) -> AsyncIterator[Callable[..., AsyncConnectionManager]]:
+    """``make(dsn=None, **config_overrides)``: an asyncpg manager (there is no sync one)."""
+    async with helpers.manager_factory(
+        pg_server, lambda config: AsyncConnectionManager(config, backend="asyncpg")
+    ) as factory:
+        yield factory
 
 
 async def _last_query(dsn: str, pid: int) -> str:
@@ -271,22 +203,6 @@ async def _terminate(dsn: str, pids: list[int]) -> None:
             assert await con.fetchval("SELECT pg_terminate_backend($1)", pid) is True
     finally:
         await con.close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _check_accounts(m: AsyncConnectionManager, events: list[PoolEvent]) -> None:
-    """After disconnect: every connection opened was reported closed, each exactly once."""
-    stats = m.get_pool_stats()
-    assert stats.connections_opened == stats.connections_closed
-    connects = [e.connection_id for e in events if e.name == "connect"]
-    removes = [e.connection_id for e in events if e.name == "remove"]
-    assert sorted(connects) == sorted(removes)
-    assert len(set(removes)) == len(removes)
 
 
 @pytest.mark.integration
@@ -350,39 +266,21 @@ async def test_clean_release_sends_nothing_at_all() -> None:
 
 @pytest.mark.integration
 async def test_session_reset(make: Any) -> None:
-    m = make(min_size=1, max_size=1, reset_on_release="session")
-    await m.connect()
-    for in_transaction in (False, True):
-        async with m.connection() as c:
-            await c.fetchval("SELECT $1::int", 1)  # asyncpg prepares (and caches) this one
-            await c.execute("SET work_mem = '7MB'")
-            await c.execute("LISTEN pgc_channel")
-            await c.execute("CREATE TEMP TABLE pgc_tmp (x int)")
-            await c.fetchval("SELECT pg_advisory_lock(4242)")
-            await c.execute("PREPARE pgc_stmt AS SELECT 1")
-            if in_transaction:
-                await c.execute("BEGIN")
-                await c.execute("SELECT 1")
-        async with m.connection() as c:
-            assert await c.fetchval("SHOW work_mem") != "7MB"
-            assert await c.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
-            assert await c.fetchval("SELECT to_regclass('pg_temp.pgc_tmp')") is None
-            assert (
-                await c.fetchval(
-                    "SELECT count(*) FROM pg_prepared_statements WHERE name = 'pgc_stmt'"
-                )
-                == 0
-            )
-            assert (
-                await c.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND pid = pg_backend_pid()"
-                )
-                == 0
-            )
-            # asyncpg's cache of prepared statements was dropped along with them
-            assert await c.fetchval("SELECT $1::int", 2) == 2
-            assert not c.raw.is_in_transaction()
+    async def prepare(c: Any) -> None:
+        await c.fetchval("SELECT $1::int", 1)  # asyncpg prepares (and caches) this one
+
+    async def check(c: Any) -> None:
+        # ours only: asyncpg has prepared the statements of the check on its own
+        assert (
+            await c.fetchval("SELECT count(*) FROM pg_prepared_statements WHERE name = 'pgc_stmt'")
+            == 0
+        )
+        assert await helpers.advisory_locks_held(c) == 0
+        # asyncpg's cache of prepared statements was dropped along with them
+        assert await c.fetchval("SELECT $1::int", 2) == 2
+        assert not c.raw.is_in_transaction()
+
+    await helpers.check_session_reset(make, also_leave=prepare, also_check=check)
 
 
 @pytest.mark.integration
@@ -405,40 +303,19 @@ async def test_raw_transaction_left_open_is_rolled_back_quietly(
 
 @pytest.mark.integration
 async def test_max_uses_and_max_lifetime_retire(make: Any) -> None:
-    m = make(min_size=1, max_size=1, max_uses=2)
-    events = _events(m)
-    await m.connect()
-    ids = []
-    for _ in range(5):
-        async with m.connection() as c:
-            ids.append(c.connection_id)
-    assert ids[0] == ids[1] != ids[2] == ids[3] != ids[4]
-    assert _removes(events) == ["max_uses", "max_uses"]
-
-    m2 = make(min_size=1, max_size=1, max_lifetime=0.3)
-    events2 = _events(m2)
-    await m2.connect()
-    async with m2.connection() as c:
-        first = c.connection_id
-        await asyncio.sleep(0.35)
-    async with m2.connection() as c:
-        assert c.connection_id != first
-    assert _removes(events2) == ["max_lifetime"]
-    assert not _errors(events) and not _errors(events2)
+    events = await helpers.use_up_max_uses(make)
+    assert helpers.removal_reasons(events) == ["max_uses", "max_uses"]
+    events2 = await helpers.outlive_max_lifetime(make, hold=0.35)
+    assert helpers.removal_reasons(events2) == ["max_lifetime"]
+    assert not helpers.error_events(events) and not helpers.error_events(events2)
 
 
 @pytest.mark.integration
 async def test_idle_connections_above_min_size_close(make: Any) -> None:
-    m = make(min_size=1, max_size=3, idle_timeout=0.2)
-    events = _events(m)
-    await m.connect()
-    clients = [await m.get_client() for _ in range(3)]
-    for client in clients:
-        await client.release()
-    await _wait_for(lambda: m.get_pool_stats().total == 1)
+    m, events = await helpers.shrink_when_idle(make)
     await asyncio.sleep(0.4)  # the last one is the floor: it stays
     assert m.get_pool_stats().total == 1
-    assert _removes(events) == ["idle", "idle"]
+    assert helpers.removal_reasons(events) == ["idle", "idle"]
 
 
 @pytest.mark.integration
@@ -446,9 +323,9 @@ async def test_refills_to_min_size_after_every_connection_is_terminated(
     make: Any, pg_server: ServerInfo
 ) -> None:
     m = make(min_size=3, max_size=5, application_name="pgc-refill")
-    events = _events(m)
+    events = helpers.record_events(m)
     await m.connect()
-    await _wait_for(lambda: m.get_pool_stats().total == 3)
+    await helpers.wait_until(lambda: m.get_pool_stats().total == 3)
     for _round in range(2):
         opened = m.get_pool_stats().connections_opened
         clients = [await m.get_client() for _ in range(3)]
@@ -456,15 +333,15 @@ async def test_refills_to_min_size_after_every_connection_is_terminated(
         for client in clients:
             await client.release()
         await _terminate(pg_server.dsn, pids)
-        await _wait_for(lambda n=opened: m.get_pool_stats().connections_opened >= n + 3)
-        await _wait_for(lambda: m.get_pool_stats().total == 3)
+        await helpers.wait_until(lambda n=opened: m.get_pool_stats().connections_opened >= n + 3)
+        await helpers.wait_until(lambda: m.get_pool_stats().total == 3)
         async with m.connection() as c:
             assert c.raw.get_server_pid() not in pids
             assert await c.fetchval("SELECT 1") == 1
-    assert _removes(events) == ["broken"] * 6
-    assert not _errors(events)  # idle connections that died: nobody was using them
+    assert helpers.removal_reasons(events) == ["broken"] * 6
+    assert not helpers.error_events(events)  # idle connections that died: nobody was using them
     await m.disconnect()
-    _check_accounts(m, events)
+    helpers.check_accounts(m, events)
 
 
 @pytest.mark.integration
@@ -472,7 +349,7 @@ async def test_broken_connection_surfaces_and_is_not_reused(
     make: Any, pg_server: ServerInfo
 ) -> None:
     m = make(min_size=1, max_size=2)
-    events = _events(m)
+    events = helpers.record_events(m)
     await m.connect()
     async with m.connection() as c:
         victim = c.connection_id
@@ -500,10 +377,10 @@ async def test_broken_connection_surfaces_and_is_not_reused(
         with pytest.raises(asyncpg.DataError):  # JSON text or a dict, as on every backend
             await c.fetchval("SELECT $1::jsonb", [1, 2])
         assert await c.fetchval("SELECT 1") == 1
-    assert _removes(events) == ["broken"]
-    assert [e.connection_id for e in _errors(events)] == [victim]  # reported once
+    assert helpers.removal_reasons(events) == ["broken"]
+    assert [e.connection_id for e in helpers.error_events(events)] == [victim]  # reported once
     await m.disconnect()
-    _check_accounts(m, events)
+    helpers.check_accounts(m, events)
 
 
 @pytest.mark.integration
@@ -533,7 +410,7 @@ async def test_arguments_and_codecs(make: Any) -> None:
 @pytest.mark.integration
 async def test_close_reports_every_connection(make: Any) -> None:
     m = make(min_size=2, max_size=4)
-    events = _events(m)
+    events = helpers.record_events(m)
     pool = await m.connect()
     await m.get_client()  # never released
     native = await pool.native.acquire()  # lent through the native pool, never returned
@@ -544,68 +421,25 @@ async def test_close_reports_every_connection(make: Any) -> None:
     assert time.monotonic() - started < 2.0
     with pytest.raises(asyncpg.InterfaceError, match="released"):
         await native.fetchval("SELECT 1")  # terminated, and taken back by asyncpg
-    _check_accounts(m, events)
-    assert set(_removes(events)) <= {"discarded", "pool closed"}
+    helpers.check_accounts(m, events)
+    assert set(helpers.removal_reasons(events)) <= {"discarded", "pool closed"}
 
 
 @pytest.mark.integration
 async def test_open_fails_fast_with_the_driver_error(make: Any) -> None:
-    port = _closed_port()
-    m = make(f"postgresql://app:hunter2pw@127.0.0.1:{port}/appdb", min_size=2)
-    events = _events(m)
-    started = time.monotonic()
-    with pytest.raises(ConnectionError) as info:
-        await m.connect()
-    assert time.monotonic() - started < 2.0
-    message = str(info.value)
-    assert f"could not connect to PostgreSQL at 127.0.0.1:{port}" in message
-    assert "database 'appdb', user 'app'" in message
-    assert "hunter2pw" not in message
-    assert isinstance(info.value.cause, OSError)
-    assert info.value.__cause__ is info.value.cause
-    assert len(_errors(events)) == 1
+    m, events, error = await helpers.open_on_a_closed_port(make, min_size=2)
+    assert isinstance(error.cause, OSError)
+    assert error.__cause__ is error.cause
+    assert len(helpers.error_events(events)) == 1
     stats = m.get_pool_stats()
     assert stats.connections_opened == stats.connections_closed == 0
 
 
 @pytest.mark.integration
 async def test_wrong_password_is_reported_redacted(make: Any, pg_server: ServerInfo) -> None:
-    if pg_server.password is None:
-        pytest.skip("needs a password-protected server")
-    dsn = pg_server.dsn.replace(pg_server.password, "wrong-Pa55word")
-    m = make(dsn, min_size=1)
-    with pytest.raises(ConnectionError) as info:
-        await m.connect()
-    assert "wrong-Pa55word" not in str(info.value)
-    assert "password authentication failed" in str(info.value)
-    assert isinstance(info.value.cause, asyncpg.InvalidPasswordError)
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP port that accepts connections and never says a word."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(server.getsockname()[1])
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
+    error = await helpers.connect_with_a_wrong_password(make, pg_server)
+    assert "password authentication failed" in str(error)
+    assert isinstance(error.cause, asyncpg.InvalidPasswordError)
 
 
 @pytest.mark.integration
@@ -620,15 +454,7 @@ async def test_float_connect_timeout_is_enforced(make: Any, silent_server: int) 
 
 @pytest.mark.integration
 async def test_acquire_timeout(make: Any) -> None:
-    m = make(min_size=1, max_size=1, acquire_timeout=0.2)
-    await m.connect()
-    async with m.connection():
-        started = time.monotonic()
-        with pytest.raises(PoolTimeoutError):
-            await m.get_client()
-        assert 0.15 < time.monotonic() - started < 2.0
-    async with m.connection(timeout=0) as c:  # zero means "do not wait", not "fail"
-        assert await c.fetchval("SELECT 1") == 1
+    await helpers.check_acquire_timeout(make)
 
 
 @pytest.mark.integration
@@ -658,10 +484,10 @@ async def test_unresponsive_idle_connection_is_replaced_silently(own_server: Any
         own_server.dsn(), min_size=2, max_size=2, ping_after_idle=0, connect_timeout=0.5
     )
     m = AsyncConnectionManager(config, backend="asyncpg")
-    events = _events(m)
+    events = helpers.record_events(m)
     await m.connect()
     try:
-        await _wait_for(lambda: m.get_pool_stats().total == 2)
+        await helpers.wait_until(lambda: m.get_pool_stats().total == 2)
         a = await m.get_client()
         b = await m.get_client()
         frozen_pid, frozen_id = a.raw.get_server_pid(), a.connection_id
@@ -676,55 +502,27 @@ async def test_unresponsive_idle_connection_is_replaced_silently(own_server: Any
             assert time.monotonic() - started < 2.0
         finally:
             os.kill(frozen_pid, signal.SIGCONT)
-        assert _removes(events) == ["check failed"]
-        assert not _errors(events)
+        assert helpers.removal_reasons(events) == ["check failed"]
+        assert not helpers.error_events(events)
     finally:
         await m.disconnect()
-    _check_accounts(m, events)
+    helpers.check_accounts(m, events)
 
 
 @pytest.mark.integration
 async def test_cancelled_borrows_leak_nothing(pg_server: ServerInfo) -> None:
-    config = PoolConfig.from_dsn(pg_server.dsn, min_size=0, max_size=2)
-    m = AsyncConnectionManager(config, backend="asyncpg")
-    events = _events(m)
-    await m.connect()
-    try:
+    async def still_works(client: Any) -> None:
+        assert await client.fetchval("SELECT 1") == 1
 
-        async def borrow() -> None:
-            async with m.connection() as c:
-                await c.fetchval("SELECT pg_sleep(0.01)")
-
-        for _ in range(10):
-            tasks = [asyncio.create_task(borrow()) for _ in range(8)]
-            await asyncio.sleep(0.005)
-            for task in tasks[::2]:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0.1)
-        clients = [await m.get_client(timeout=2) for _ in range(2)]
-        assert m.get_pool_stats().in_use == 2
-        for client in clients:
-            assert await client.fetchval("SELECT 1") == 1
-            await client.release()
-        assert m.get_pool_stats().in_use == 0
-    finally:
-        await m.disconnect()
-    _check_accounts(m, events)
+    m, events = await helpers.check_cancelled_borrows_leak_nothing(
+        pg_server, "asyncpg", settle=0.1, timeout=2, also_check=still_works
+    )
+    helpers.check_accounts(m, events)
 
 
 @pytest.mark.integration
 async def test_server_settings_application_name_and_keepalives(make: Any) -> None:
-    m = make(
-        min_size=0,
-        application_name="pgc asyncpg",
-        server_settings={"search_path": "pg_catalog, public", "work_mem": "5MB"},
-    )
-    await m.connect()
-    async with m.connection() as c:
-        assert await c.fetchval("SHOW application_name") == "pgc asyncpg"
-        assert await c.fetchval("SHOW search_path") == "pg_catalog, public"
-        assert await c.fetchval("SHOW work_mem") == "5MB"
+    async with helpers.connection_with_settings(make, "pgc asyncpg") as c:
         sock = c.raw._transport.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
@@ -792,27 +590,14 @@ async def test_unix_socket(make: Any, pg_server: ServerInfo) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 async def test_outage_fails_fast_then_recovers(own_server: Any) -> None:
-    config = PoolConfig.from_dsn(
-        own_server.dsn(),
-        min_size=2,
-        max_size=3,
-        connect_timeout=1.0,
-        acquire_timeout=20.0,
-        ping_after_idle=0,
-    )
-    m = AsyncConnectionManager(config, backend="asyncpg")
-    events = _events(m)
+    m = AsyncConnectionManager(helpers.outage_config(own_server), backend="asyncpg")
+    events = helpers.record_events(m)
     await m.connect()
     try:
         held = await m.get_client()
         own_server.stop()
-        started = time.monotonic()
-        with pytest.raises(ConnectionError) as info:
-            await m.get_client()
-        assert time.monotonic() - started < 3.0
-        assert not isinstance(info.value, PoolTimeoutError)
-        assert isinstance(info.value.cause, OSError)
-        assert "could not connect to PostgreSQL" in str(info.value)
+        error = await helpers.borrow_during_outage(m, within=3.0)
+        assert isinstance(error.cause, OSError)
         # many borrowers at once, more than max_size: each fails within about connect_timeout
         started = time.monotonic()
         results = await asyncio.gather(*(m.get_client() for _ in range(6)), return_exceptions=True)
@@ -822,153 +607,13 @@ async def test_outage_fails_fast_then_recovers(own_server: Any) -> None:
         own_server.start()
         async with m.connection() as c:  # a borrower reconnects at once
             assert await c.fetchval("SELECT 1") == 1
-        await _wait_for(lambda: m.get_pool_stats().total >= 2, timeout=70.0)
+        await helpers.wait_until(lambda: m.get_pool_stats().total >= 2, timeout=70.0)
     finally:
         await m.disconnect()
-    _check_accounts(m, events)
+    helpers.check_accounts(m, events)
 
 
-# -- TLS, through a TLS-terminating proxy ---------------------------------------------------
-# The embedded server is built without OpenSSL, so TLS is tested against a small proxy that
-# answers PostgreSQL's SSLRequest, terminates TLS with a certificate made for the test, and
-# forwards the plaintext protocol to the real server (the same harness as the pg8000 tests).
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make test certificates")
-    out = tmp_path_factory.mktemp("certs")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=out, check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=pgconnector test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    )
-    (out / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.cnf",
-        "-out",
-        "server.pem",
-    )
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=another CA",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other.pem",
-    )
-    return out
-
-
-@pytest.fixture
-def tls_proxy(certificates: Path, pg_server: ServerInfo) -> Iterator[int]:
-    upstream_port = PoolConfig.from_dsn(pg_server.dsn).connect_params().port
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates / "server.pem", certificates / "server.key")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.1)
-    stop = threading.Event()
-    sockets: list[socket.socket] = []
-
-    def pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def serve(client: socket.socket) -> None:
-        try:
-            request = client.recv(8)
-            if request != struct.pack("!ii", 8, 80877103):
-                client.close()
-                return
-            client.sendall(b"S")
-            secure = context.wrap_socket(client, server_side=True)
-            upstream = socket.create_connection(("127.0.0.1", upstream_port))
-        except (OSError, ssl.SSLError):
-            client.close()
-            return
-        sockets.extend([secure, upstream])
-        threading.Thread(target=pump, args=(secure, upstream), daemon=True).start()
-        threading.Thread(target=pump, args=(upstream, secure), daemon=True).start()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                continue
-            client.settimeout(None)
-            threading.Thread(target=serve, args=(client,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(listener.getsockname()[1])
-    stop.set()
-    thread.join()
-    listener.close()
-    for sock in sockets:
-        sock.close()
-
-
-def _through(pg_server: ServerInfo, port: int, host: str = "127.0.0.1") -> str:
-    params = PoolConfig.from_dsn(pg_server.dsn).connect_params()
-    return f"postgresql://{params.user}:{params.password}@{host}:{port}/{params.database}"
+# -- TLS, through a TLS-terminating proxy (tests/tls.py) ----------------------------------
 
 
 def _tls_object(client: Any) -> Any:
@@ -979,7 +624,7 @@ def _tls_object(client: Any) -> Any:
 @pytest.mark.parametrize("sslmode", ["require", "prefer", "allow"])
 async def test_tls_modes(make: Any, pg_server: ServerInfo, tls_proxy: int, sslmode: str) -> None:
     # (allow tries plaintext first: this proxy hangs up on it, and the retry uses TLS)
-    m = make(_through(pg_server, tls_proxy), min_size=1, ssl=sslmode)
+    m = make(dsn_through(pg_server, tls_proxy), min_size=1, ssl=sslmode)
     await m.connect()
     async with m.connection() as c:
         assert await c.fetchval("SELECT 1") == 1
@@ -990,29 +635,12 @@ async def test_tls_modes(make: Any, pg_server: ServerInfo, tls_proxy: int, sslmo
 async def test_tls_verification(
     make: Any, pg_server: ServerInfo, tls_proxy: int, certificates: Path
 ) -> None:
-    ca, other = certificates / "ca.pem", certificates / "other.pem"
     # sslrootcert reaches asyncpg through the DSN query string it is given
-    good = make(
-        _through(pg_server, tls_proxy, "localhost") + f"?sslrootcert={ca}",
-        min_size=1,
-        ssl="verify-full",
+    context = await check_certificate_verification(
+        make, pg_server, tls_proxy, certificates, refused_sslmode="verify-ca",
+        peer_certificate=lambda c: _tls_object(c).getpeercert(),
+        context_in_use=lambda c: c.raw._transport.get_extra_info("sslcontext"),
     )
-    await good.connect()
-    async with good.connection() as c:
-        assert _tls_object(c).getpeercert()["subject"] == ((("commonName", "localhost"),),)
-    bad = make(
-        _through(pg_server, tls_proxy, "localhost") + f"?sslrootcert={other}",
-        min_size=1,
-        ssl="verify-ca",
-    )
-    with pytest.raises(ConnectionError) as info:
-        await bad.connect()
-    assert isinstance(info.value.cause, ssl.SSLCertVerificationError)
-    context = ssl.create_default_context(cafile=str(ca))
-    given = make(_through(pg_server, tls_proxy, "localhost"), min_size=1, ssl=context)
-    await given.connect()
-    async with given.connection() as c:
-        assert c.raw._transport.get_extra_info("sslcontext") is context
     # a context means TLS is required: no fallback to the plaintext server
     plain = make(pg_server.dsn, min_size=1, ssl=context)
     with pytest.raises(ConnectionError):

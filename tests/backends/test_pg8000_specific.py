@@ -9,18 +9,14 @@ driver, in ``tests/unit/test_generic_pool.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
-import socket
 import ssl
-import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,9 +24,10 @@ from typing import Any
 import pytest
 
 import pgconnector
-from pgconnector import ConfigError, ConnectionError, PoolConfig, PoolEvent, PoolTimeoutError
+from pgconnector import ConfigError, ConnectionError, PoolConfig, PoolTimeoutError
+from tests.backends import helpers
 from tests.conftest import ServerInfo
-from tests.facade import ManagerFacade, wrap_manager
+from tests.tls import check_certificate_verification, dsn_through
 
 pg8000 = pytest.importorskip("pg8000")
 
@@ -44,39 +41,13 @@ from pgconnector_pg8000._driver import (  # noqa: E402
     param_oid,
 )
 
-
-class _Hooks:
-    def connection_opened(self) -> int:
-        return 1
-
-    def connection_closed(self, connection_id: int, reason: str) -> None:
-        pass
-
-    def connection_failed(self, error: BaseException, connection_id: int | None = None) -> None:
-        pass
-
-
 # -- no server ------------------------------------------------------------------------------
-
-
-def test_importing_the_backend_imports_no_driver() -> None:
-    code = (
-        "import sys, pgconnector, pgconnector_pg8000; pgconnector.available_backends(); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pg8000', 'scramp')))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+# (that importing the backend imports no driver: tests/backends/test_common.py)
 
 
 def test_backend_attributes() -> None:
-    assert isinstance(backend, pgconnector.Backend)
-    assert (backend.name, backend.distribution) == ("pg8000", "pgconnector-pg8000")
-    assert (backend.supports_sync, backend.supports_async, backend.pure_python) == (
-        True,
-        True,
-        True,
+    helpers.check_backend_attributes(
+        backend, "pg8000", supports_sync=True, supports_async=True, pure_python=True
     )
     backend.check_driver()
 
@@ -109,7 +80,7 @@ def test_parameter_types_follow_psycopg() -> None:
 def test_options_that_would_be_ignored_are_refused(dsn_tail: str, fragment: str) -> None:
     config = PoolConfig.from_dsn("postgresql://u@127.0.0.1:1/db" + dsn_tail)
     with pytest.raises(ConfigError, match=fragment) as info:
-        backend.create_pool(config, _Hooks())
+        backend.create_pool(config, helpers.FakeHooks())
     assert info.value.field == "dsn"
 
 
@@ -126,7 +97,7 @@ def test_verify_full_needs_a_root_certificate(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("HOME", str(tmp_path))
     config = PoolConfig(host="db.example", ssl="verify-full")
     with pytest.raises(ConfigError, match="sslrootcert") as info:
-        backend.create_async_pool(config, _Hooks())
+        backend.create_async_pool(config, helpers.FakeHooks())
     assert info.value.field == "ssl"
 
 
@@ -145,44 +116,8 @@ def test_unix_socket_path() -> None:
 # -- real server ----------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def make(mode: str, pg_server: ServerInfo) -> AsyncIterator[Any]:
-    made: list[ManagerFacade] = []
-
-    def factory(dsn: str | None = None, **overrides: Any) -> ManagerFacade:
-        overrides.setdefault("connect_timeout", 5.0)
-        config = PoolConfig.from_dsn(dsn or pg_server.dsn, **overrides)
-        facade = wrap_manager(config, "pg8000", mode)
-        made.append(facade)
-        return facade
-
-    yield factory
-    for facade in made:
-        await facade.disconnect(timeout=2.0)
-
-
-def _events(m: ManagerFacade) -> list[PoolEvent]:
-    events: list[PoolEvent] = []
-    for name in ("connect", "remove", "error"):
-        m.add_listener(name, events.append)
-    return events
-
-
-def _removes(events: list[PoolEvent]) -> list[str | None]:
-    return [e.reason for e in events if e.name == "remove"]
-
-
-async def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
+# make(dsn=None, **config_overrides): a pg8000 manager, sync and then async (mode)
+mode, make = helpers.sync_and_async_make("pg8000")
 
 
 def _admin_query(dsn: str, sql: str, *args: Any) -> Any:
@@ -201,47 +136,22 @@ def _admin_query(dsn: str, sql: str, *args: Any) -> Any:
         conn.close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 pytestmark_integration = pytest.mark.integration
 
 
 @pytest.mark.integration
 async def test_open_fails_fast_with_the_driver_error(make: Any) -> None:
-    port = _closed_port()
-    m = make(f"postgresql://app:hunter2pw@127.0.0.1:{port}/appdb", min_size=2)
-    events = _events(m)
-    started = time.monotonic()
-    with pytest.raises(ConnectionError) as info:
-        await m.connect()
-    assert time.monotonic() - started < 2.0
-    message = str(info.value)
-    assert f"could not connect to PostgreSQL at 127.0.0.1:{port}" in message
-    assert "database 'appdb', user 'app'" in message
-    assert "Connection refused" in message
-    assert "hunter2pw" not in message
-    assert isinstance(info.value.cause, InterfaceError)
-    assert any(e.name == "error" for e in events)
-    stats = m.get_pool_stats()
-    assert stats.connections_opened == stats.connections_closed
+    _, _, error = await helpers.open_on_a_closed_port(make, min_size=2)
+    assert "Connection refused" in str(error)
+    assert isinstance(error.cause, InterfaceError)
 
 
 @pytest.mark.integration
 async def test_wrong_password_is_reported_redacted(make: Any, pg_server: ServerInfo) -> None:
-    if pg_server.password is None:
-        pytest.skip("needs a password-protected server")
-    dsn = pg_server.dsn.replace(pg_server.password, "wrong-Pa55word")
-    m = make(dsn, min_size=1)
-    with pytest.raises(ConnectionError) as info:
-        await m.connect()
-    assert "wrong-Pa55word" not in str(info.value)
-    assert "FATAL: password authentication failed" in str(info.value)
-    assert "SQLSTATE 28P01" in str(info.value)
-    assert isinstance(info.value.cause, DatabaseError)
+    error = await helpers.connect_with_a_wrong_password(make, pg_server)
+    assert "FATAL: password authentication failed" in str(error)
+    assert "SQLSTATE 28P01" in str(error)
+    assert isinstance(error.cause, DatabaseError)
 
 
 @pytest.mark.integration
@@ -249,13 +159,7 @@ async def test_settings_application_name_and_unix_socket(make: Any, pg_server: S
     if pg_server.server is None:
         pytest.skip("needs the embedded server's Unix socket")
     dsn = pg_server.server.dsn(socket=True)
-    m = make(dsn, min_size=0, application_name="pgc pg8000",
-             server_settings={"search_path": "pg_catalog, public", "work_mem": "5MB"})
-    await m.connect()
-    async with m.connection() as c:
-        assert await c.fetchval("SHOW application_name") == "pgc pg8000"
-        assert await c.fetchval("SHOW search_path") == "pg_catalog, public"
-        assert await c.fetchval("SHOW work_mem") == "5MB"
+    async with helpers.connection_with_settings(make, "pgc pg8000", dsn) as c:
         assert await c.fetchval("SELECT inet_server_addr()") is None  # a Unix socket
         assert isinstance(c.raw, Pg8000Connection)
         assert c.raw.run("SELECT :x::int + 1", x=1) == [[2]]  # pg8000's own API works
@@ -304,25 +208,12 @@ async def test_clean_release_costs_no_round_trip(make: Any, pg_server: ServerInf
 
 @pytest.mark.integration
 async def test_session_reset(make: Any) -> None:
-    m = make(min_size=1, max_size=1, reset_on_release="session")
-    await m.connect()
-    for in_transaction in (False, True):
-        async with m.connection() as c:
-            await c.execute("SET work_mem = '7MB'")
-            await c.execute("LISTEN pgc_channel")
-            await c.execute("CREATE TEMP TABLE pgc_tmp (x int)")
-            await c.fetchval("SELECT pg_advisory_lock(4242)")
-            await c.execute("PREPARE pgc_stmt AS SELECT 1")
-            if in_transaction:
-                await c.execute("BEGIN")
-                await c.execute("SELECT 1")
-        async with m.connection() as c:
-            assert await c.fetchval("SHOW work_mem") != "7MB"
-            assert await c.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
-            assert await c.fetchval("SELECT to_regclass('pg_temp.pgc_tmp')") is None
-            assert await c.fetchval("SELECT count(*) FROM pg_prepared_statements") == 0
-            locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
-            assert await c.fetchval(locks, await c.fetchval("SELECT pg_backend_pid()")) == 0
+    async def check(c: Any) -> None:
+        assert await c.fetchval("SELECT count(*) FROM pg_prepared_statements") == 0
+        locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1"
+        assert await c.fetchval(locks, await c.fetchval("SELECT pg_backend_pid()")) == 0
+
+    await helpers.check_session_reset(make, also_check=check)
 
 
 @pytest.mark.integration
@@ -345,7 +236,7 @@ async def test_waiters_are_served_in_fifo_order(make: Any, mode: str) -> None:
             thread = threading.Thread(target=borrower, args=(number,))
             thread.start()
             threads.append(thread)
-            await _wait_for(lambda n=number: m.get_pool_stats().waiting == n + 1)
+            await helpers.wait_until(lambda n=number: m.get_pool_stats().waiting == n + 1)
         await held.release()
         for thread in threads:
             await asyncio.to_thread(thread.join, 10)
@@ -358,7 +249,7 @@ async def test_waiters_are_served_in_fifo_order(make: Any, mode: str) -> None:
         tasks = []
         for number in range(count):
             tasks.append(asyncio.create_task(task(number)))
-            await _wait_for(lambda n=number: m.get_pool_stats().waiting == n + 1)
+            await helpers.wait_until(lambda n=number: m.get_pool_stats().waiting == n + 1)
         await held.release()
         await asyncio.gather(*tasks)
     assert order == list(range(count))
@@ -388,9 +279,9 @@ async def test_refill_to_min_size_after_every_connection_is_terminated(
     make: Any, pg_server: ServerInfo
 ) -> None:
     m = make(min_size=3, max_size=4, application_name="pgc-refill", ping_after_idle=0)
-    events = _events(m)
+    events = helpers.record_events(m)
     await m.connect()
-    await _wait_for(lambda: m.get_pool_stats().total == 3)
+    await helpers.wait_until(lambda: m.get_pool_stats().total == 3)
     first_ids = {e.connection_id for e in events if e.name == "connect"}
     killed = _admin_query(
         pg_server.dsn,
@@ -404,61 +295,31 @@ async def test_refill_to_min_size_after_every_connection_is_terminated(
         async with m.connection() as c:
             assert c.connection_id not in first_ids
             assert await c.fetchval("SELECT 1") == 1
-    await _wait_for(lambda: m.get_pool_stats().total >= 3)
-    assert _removes(events).count("check failed") == 3
+    await helpers.wait_until(lambda: m.get_pool_stats().total >= 3)
+    assert helpers.removal_reasons(events).count("check failed") == 3
 
 
 @pytest.mark.integration
 async def test_idle_shrink_max_lifetime_and_max_uses(make: Any) -> None:
-    m = make(min_size=1, max_size=3, idle_timeout=0.2)
-    events = _events(m)
-    await m.connect()
-    clients = [await m.get_client() for _ in range(3)]
-    for client in clients:
-        await client.release()
-    await _wait_for(lambda: m.get_pool_stats().total == 1)
-    assert _removes(events) == ["idle", "idle"]
+    _, events = await helpers.shrink_when_idle(make)
+    assert helpers.removal_reasons(events) == ["idle", "idle"]
+    assert helpers.removal_reasons(await helpers.outlive_max_lifetime(make)) == ["max_lifetime"]
 
-    m2 = make(min_size=1, max_size=1, max_lifetime=0.3)
-    events2 = _events(m2)
-    await m2.connect()
-    async with m2.connection() as c:
-        first = c.connection_id
-        await asyncio.sleep(0.4)
-    async with m2.connection() as c:
-        assert c.connection_id != first
-    assert _removes(events2) == ["max_lifetime"]
     m3 = make(min_size=1, max_size=1, max_lifetime=0.3)
-    events3 = _events(m3)
+    events3 = helpers.record_events(m3)
     await m3.connect()
-    await _wait_for(lambda: "max_lifetime" in _removes(events3))  # idle: the housekeeper
-    await _wait_for(lambda: m3.get_pool_stats().total == 1)
+    # idle: the housekeeper retires it
+    await helpers.wait_until(lambda: "max_lifetime" in helpers.removal_reasons(events3))
+    await helpers.wait_until(lambda: m3.get_pool_stats().total == 1)
 
-    m4 = make(min_size=1, max_size=1, max_uses=2)
-    events4 = _events(m4)
-    await m4.connect()
-    ids = []
-    for _ in range(5):
-        async with m4.connection() as c:
-            ids.append(c.connection_id)
-    assert ids[0] == ids[1] != ids[2] == ids[3] != ids[4]
-    assert _removes(events4) == ["max_uses", "max_uses"]
+    assert helpers.removal_reasons(await helpers.use_up_max_uses(make)) == ["max_uses", "max_uses"]
 
 
 @pytest.mark.integration
 async def test_broken_connection_surfaces_and_is_not_reused(make: Any) -> None:
-    m = make(min_size=1, max_size=2)
-    events = _events(m)
-    await m.connect()
-    async with m.connection() as c:
-        victim = c.connection_id
-        pid = await c.fetchval("SELECT pg_backend_pid()")
-        async with m.connection() as admin:
-            await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises(ConnectionError) as info:
-            await c.fetchval("SELECT 1")
-        assert isinstance(info.value.cause, DatabaseError)
-        assert "57P01" in str(info.value)
+    m, events, victim, error = await helpers.use_a_terminated_connection(make)
+    assert isinstance(error.cause, DatabaseError)
+    assert "57P01" in str(error)
     async with m.connection() as c:
         assert c.connection_id != victim
         with pytest.raises(DatabaseError, match="division by zero"):
@@ -467,18 +328,18 @@ async def test_broken_connection_surfaces_and_is_not_reused(make: Any) -> None:
         with pytest.raises(DatabaseError, match="57014"):
             await c.execute("SELECT pg_sleep(1)")
         await c.execute("RESET statement_timeout")
-    assert "broken" in _removes(events)
-    errors = [e for e in events if e.name == "error"]
-    assert [e.connection_id for e in errors] == [victim]
+    assert "broken" in helpers.removal_reasons(events)
+    assert [e.connection_id for e in helpers.error_events(events)] == [victim]
     await m.disconnect()
     stats = m.get_pool_stats()
-    assert stats.connections_opened == stats.connections_closed == len(_removes(events))
+    removed = helpers.removal_reasons(events)
+    assert stats.connections_opened == stats.connections_closed == len(removed)
 
 
 @pytest.mark.integration
 async def test_close_waits_for_borrowers_then_forces(make: Any, mode: str) -> None:
     m = make(min_size=2, max_size=3)
-    events = _events(m)
+    events = helpers.record_events(m)
     await m.connect()
     held = await m.get_client()
     busy = await m.get_client()
@@ -509,38 +370,12 @@ async def test_close_waits_for_borrowers_then_forces(make: Any, mode: str) -> No
     elapsed = time.monotonic() - started
     assert 0.45 <= elapsed < 5.0
     assert held.released and busy.released
-    stats = m.get_pool_stats()
-    assert stats.connections_opened == stats.connections_closed
-    connects = {e.connection_id for e in events if e.name == "connect"}
-    assert connects == {e.connection_id for e in events if e.name == "remove"}
+    helpers.check_closes_reported(m, events)
 
 
 @pytest.mark.integration
 async def test_async_cancelled_borrows_leak_nothing(pg_server: ServerInfo) -> None:
-    config = PoolConfig.from_dsn(pg_server.dsn, min_size=0, max_size=2)
-    m = pgconnector.AsyncConnectionManager(config, backend="pg8000")
-    await m.connect()
-    try:
-
-        async def borrow() -> None:
-            async with m.connection() as c:
-                await c.fetchval("SELECT pg_sleep(0.01)")
-
-        for _ in range(10):
-            tasks = [asyncio.create_task(borrow()) for _ in range(8)]
-            await asyncio.sleep(0.005)
-            for task in tasks[::2]:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        clients = [await m.get_client(timeout=5) for _ in range(2)]
-        assert m.get_pool_stats().in_use == 2
-        for client in clients:
-            await client.release()
-        assert m.get_pool_stats().in_use == 0
-    finally:
-        await m.disconnect()
-    stats = m.get_pool_stats()
-    assert stats.connections_opened == stats.connections_closed
+    await helpers.check_cancelled_borrows_leak_nothing(pg_server, "pg8000", settle=0, timeout=5)
 
 
 @pytest.mark.integration
@@ -647,7 +482,7 @@ async def test_ssl_context_is_built_once_per_pool(
     # sslmode=prefer against a server without TLS: asked, refused, plaintext on the same socket
     m = make(min_size=3, max_size=3, ssl="prefer")
     await m.connect()
-    await _wait_for(lambda: m.get_pool_stats().total == 3)
+    await helpers.wait_until(lambda: m.get_pool_stats().total == 3)
     async with m.connection() as c:
         assert await c.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is False
     assert len(built) == 1
@@ -660,64 +495,12 @@ async def test_ssl_context_is_built_once_per_pool(
 @pytest.mark.integration
 @pytest.mark.slow
 async def test_outage_fails_fast_then_recovers(mode: str, own_server: Any) -> None:
-    config = PoolConfig.from_dsn(
-        own_server.dsn(),
-        min_size=2,
-        max_size=3,
-        connect_timeout=1.0,
-        acquire_timeout=20.0,
-        ping_after_idle=0,
-    )
-    m = wrap_manager(config, "pg8000", mode)
-    await m.connect()
-    try:
-        own_server.stop()
-        started = time.monotonic()
-        with pytest.raises(ConnectionError) as info:
-            await m.get_client()
-        assert time.monotonic() - started < 3.0
-        assert not isinstance(info.value, PoolTimeoutError)
-        assert isinstance(info.value.cause, InterfaceError)
-        assert "could not connect to PostgreSQL" in str(info.value)
-        started = time.monotonic()
-        with pytest.raises(ConnectionError):
-            await m.get_client()
-        assert time.monotonic() - started < 3.0
-        own_server.start()
+    outage = helpers.through_an_outage(own_server, "pg8000", mode, first_within=3.0)
+    async with outage as (m, error):
+        assert isinstance(error.cause, InterfaceError)
         async with m.connection() as c:  # the server is back: the next borrow succeeds
             assert await c.fetchval("SELECT 1") == 1
-        await _wait_for(lambda: m.get_pool_stats().total >= 2, timeout=30.0)
-    finally:
-        await m.disconnect()
-    stats = m.get_pool_stats()
-    assert stats.connections_opened == stats.connections_closed
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP port that accepts connections and never says a word."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(server.getsockname()[1])
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
+        await helpers.wait_until(lambda: m.get_pool_stats().total >= 2, timeout=30.0)
 
 
 @pytest.mark.integration
@@ -730,96 +513,7 @@ async def test_float_connect_timeout_is_enforced(make: Any, silent_server: int) 
     assert isinstance(info.value.cause, (InterfaceError, TimeoutError))
 
 
-# -- TLS, through a TLS-terminating proxy ---------------------------------------------------
-# The embedded server is built without OpenSSL, so TLS is tested against a small proxy that
-# answers PostgreSQL's SSLRequest, terminates TLS with a certificate made for the test, and
-# forwards the plaintext protocol to the real server.
-
-
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make test certificates")
-    out = tmp_path_factory.mktemp("certs")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=out, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=pgconnector test CA", "-keyout", "ca.key", "-out", "ca.pem")
-    (out / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-            "server.key", "-out", "server.csr")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.pem")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=another CA", "-keyout", "other.key", "-out", "other.pem")
-    return out
-
-
-@pytest.fixture
-def tls_proxy(certificates: Path, pg_server: ServerInfo) -> Iterator[int]:
-    upstream_port = PoolConfig.from_dsn(pg_server.dsn).connect_params().port
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificates / "server.pem", certificates / "server.key")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.1)
-    stop = threading.Event()
-    sockets: list[socket.socket] = []
-
-    def pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def serve(client: socket.socket) -> None:
-        try:
-            request = client.recv(8)
-            if request != struct.pack("!ii", 8, 80877103):
-                client.close()
-                return
-            client.sendall(b"S")
-            secure = context.wrap_socket(client, server_side=True)
-            upstream = socket.create_connection(("127.0.0.1", upstream_port))
-        except (OSError, ssl.SSLError):
-            client.close()
-            return
-        sockets.extend([secure, upstream])
-        threading.Thread(target=pump, args=(secure, upstream), daemon=True).start()
-        threading.Thread(target=pump, args=(upstream, secure), daemon=True).start()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                continue
-            client.settimeout(None)
-            threading.Thread(target=serve, args=(client,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(listener.getsockname()[1])
-    stop.set()
-    thread.join()
-    listener.close()
-    for sock in sockets:
-        sock.close()
-
-
-def _through(pg_server: ServerInfo, port: int, host: str = "127.0.0.1") -> str:
-    params = PoolConfig.from_dsn(pg_server.dsn).connect_params()
-    return f"postgresql://{params.user}:{params.password}@{host}:{port}/{params.database}"
+# -- TLS, through a TLS-terminating proxy (tests/tls.py) ----------------------------------
 
 
 @pytest.mark.integration
@@ -827,7 +521,7 @@ def _through(pg_server: ServerInfo, port: int, host: str = "127.0.0.1") -> str:
 async def test_tls_modes(make: Any, pg_server: ServerInfo, tls_proxy: int,
                          sslmode: str) -> None:
     # (allow tries plaintext first: this proxy hangs up on it, and the retry uses TLS)
-    m = make(_through(pg_server, tls_proxy), min_size=1, ssl=sslmode)
+    m = make(dsn_through(pg_server, tls_proxy), min_size=1, ssl=sslmode)
     await m.connect()
     async with m.connection() as c:
         assert await c.fetchval("SELECT 1") == 1
@@ -837,20 +531,8 @@ async def test_tls_modes(make: Any, pg_server: ServerInfo, tls_proxy: int,
 @pytest.mark.integration
 async def test_tls_verify_full(make: Any, pg_server: ServerInfo, tls_proxy: int,
                                certificates: Path) -> None:
-    ca = certificates / "ca.pem"
-    good = make(_through(pg_server, tls_proxy, "localhost") + f"?sslrootcert={ca}",
-                min_size=1, ssl="verify-full")
-    await good.connect()
-    async with good.connection() as c:
-        assert c.raw._usock.getpeercert()["subject"] == ((("commonName", "localhost"),),)
-    other = certificates / "other.pem"
-    bad = make(_through(pg_server, tls_proxy, "localhost") + f"?sslrootcert={other}",
-               min_size=1, ssl="verify-full")
-    with pytest.raises(ConnectionError) as info:
-        await bad.connect()
-    assert isinstance(info.value.cause, ssl.SSLCertVerificationError)
-    context = ssl.create_default_context(cafile=str(ca))
-    given = make(_through(pg_server, tls_proxy, "localhost"), min_size=1, ssl=context)
-    await given.connect()
-    async with given.connection() as c:
-        assert c.raw._usock.context is context
+    await check_certificate_verification(
+        make, pg_server, tls_proxy, certificates, refused_sslmode="verify-full",
+        peer_certificate=lambda c: c.raw._usock.getpeercert(),
+        context_in_use=lambda c: c.raw._usock.context,
+    )
