@@ -154,3 +154,24 @@ def test_pure_python_environment_runs_the_suite(
     assert "[pg8000-sync] PASSED" in output
     assert "[pg8000-async] PASSED" in output
     assert "no compiled extension module was imported" in output
+
+
+def test_core_alone_pulls_only_typing_extensions(wheels: Path, tmp_path: Path) -> None:
+    python = make_venv(tmp_path / "venv")
+    before = _installed(python)
+    pip_install(python, wheels, "pgconnector")
+    added = _installed(python) - before
+    assert added == {"pgconnector", "typing-extensions"}
+    result = subprocess.run(
+        [str(python), "-c",
+         "import sys, pgconnector; print(pgconnector.available_backends()); "
+         "print(sorted(m for m in ('psycopg', 'asyncpg', 'pg8000') if m in sys.modules))"],
+        capture_output=True, text=True, env=_clean_env(), check=True,
+    )
+    assert result.stdout.splitlines() == ["{}", "[]"]
+
+
+def _installed(python: Path) -> set[str]:
+    result = subprocess.run([str(python), "-m", "pip", "list", "--format=json"],
+                            capture_output=True, text=True, env=_clean_env(), check=True)
+    return {p["name"].lower().replace("_", "-") for p in json.loads(result.stdout)}
