@@ -43,7 +43,6 @@ RESET_MODES = ("transaction", "session")
 # value is refused rather than silently ignored. Delete an entry when its feature ships.
 # field name -> the feature, as named in the error message
 NOT_YET_SUPPORTED: dict[str, str] = {
-    "leak_detection_threshold": "leak detection (stats.leaks and the borrower-stack warning)",
     "target_session_attrs": "target_session_attrs (multi-host failover)",
     "pgbouncer": "PgBouncer transaction-pooling mode",
 }

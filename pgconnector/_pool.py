@@ -20,6 +20,7 @@ from ._acompat import Event, Lock, wait_event
 from ._client import Client
 from ._config import PoolConfig
 from ._events import EventName, Listener, LoggerLike
+from ._leaks import LeakDetector
 from ._protocols import PoolBackend
 from ._redact import redact
 from ._registry import resolve_backend
@@ -46,6 +47,7 @@ class ManagedPool:
         config: PoolConfig,
         backend_name: str,
         secrets: tuple[str, ...],
+        logger: LoggerLike,
     ) -> None:
         self.backend = backend
         self.backend_name = backend_name
@@ -55,6 +57,10 @@ class ManagedPool:
         self._outstanding: set[Client] = set()
         self._closing = False
         self._drained = Event()
+        threshold = config.leak_detection_threshold
+        self._leaks = (
+            None if threshold is None else LeakDetector(threshold, backend_name, monitor, logger)
+        )
 
     @property
     def native(self) -> Any:
@@ -94,6 +100,8 @@ class ManagedPool:
         client = Client(conn, self)
         self._outstanding.add(client)
         monitor.acquired(conn.connection_id)
+        if self._leaks is not None:
+            self._leaks.borrowed(client, conn.connection_id)
         return client
 
     def release(self, client: Client) -> None:
@@ -108,6 +116,8 @@ class ManagedPool:
         client._released = True
         conn = client._conn
         self._outstanding.discard(client)
+        if self._leaks is not None:
+            self._leaks.returned(client)
         self._monitor.released(conn.connection_id)
         if self._closing and not self._outstanding:
             self._drained.set()
@@ -118,6 +128,8 @@ class ManagedPool:
         self._closing = True
         if self._outstanding:
             wait_event(self._drained, timeout)
+        if self._leaks is not None:
+            self._leaks.stop()
         for client in list(self._outstanding):
             # Still checked out after the grace period: take the connection away from its
             # borrower (whose later release() is then a no-op) and close it.
@@ -271,7 +283,12 @@ class ConnectionManager:
                     raise
                 raise error from exc
             self._pool = ManagedPool(
-                backend_pool, self._monitor, self._config, self._plugin.name, self._secrets
+                backend_pool,
+                self._monitor,
+                self._config,
+                self._plugin.name,
+                self._secrets,
+                self._logger,
             )
             self._initialized = True
             self._logger.info(

@@ -23,6 +23,7 @@ from ._acompat import AEvent, ALock, await_event
 from ._client_async import AsyncClient
 from ._config import PoolConfig
 from ._events import EventName, Listener, LoggerLike
+from ._leaks import LeakDetector
 from ._protocols import AsyncPoolBackend
 from ._redact import redact
 from ._registry import resolve_backend
@@ -49,6 +50,7 @@ class AsyncManagedPool:
         config: PoolConfig,
         backend_name: str,
         secrets: tuple[str, ...],
+        logger: LoggerLike,
     ) -> None:
         self.backend = backend
         self.backend_name = backend_name
@@ -58,6 +60,10 @@ class AsyncManagedPool:
         self._outstanding: set[AsyncClient] = set()
         self._closing = False
         self._drained = AEvent()
+        threshold = config.leak_detection_threshold
+        self._leaks = (
+            None if threshold is None else LeakDetector(threshold, backend_name, monitor, logger)
+        )
 
     @property
     def native(self) -> Any:
@@ -97,6 +103,8 @@ class AsyncManagedPool:
         client = AsyncClient(conn, self)
         self._outstanding.add(client)
         monitor.acquired(conn.connection_id)
+        if self._leaks is not None:
+            self._leaks.borrowed(client, conn.connection_id)
         return client
 
     async def release(self, client: AsyncClient) -> None:
@@ -111,6 +119,8 @@ class AsyncManagedPool:
         client._released = True
         conn = client._conn
         self._outstanding.discard(client)
+        if self._leaks is not None:
+            self._leaks.returned(client)
         self._monitor.released(conn.connection_id)
         if self._closing and not self._outstanding:
             self._drained.set()
@@ -125,6 +135,8 @@ class AsyncManagedPool:
         self._closing = True
         if self._outstanding:
             await await_event(self._drained, timeout)
+        if self._leaks is not None:
+            self._leaks.stop()
         for client in list(self._outstanding):
             # Still checked out after the grace period: take the connection away from its
             # borrower (whose later release() is then a no-op) and close it.
@@ -285,7 +297,12 @@ class AsyncConnectionManager:
                     raise
                 raise error from exc
             self._pool = AsyncManagedPool(
-                backend_pool, self._monitor, self._config, self._plugin.name, self._secrets
+                backend_pool,
+                self._monitor,
+                self._config,
+                self._plugin.name,
+                self._secrets,
+                self._logger,
             )
             self._initialized = True
             self._logger.info(

@@ -241,15 +241,12 @@ def test_nul_and_surrogates_in_server_settings(bad: str) -> None:
 
 
 def test_not_yet_supported_fields_are_listed_in_one_place() -> None:
-    assert {"leak_detection_threshold", "target_session_attrs", "pgbouncer"} == set(
-        NOT_YET_SUPPORTED
-    )
+    assert {"target_session_attrs", "pgbouncer"} == set(NOT_YET_SUPPORTED)
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("leak_detection_threshold", 5.0),
         ("target_session_attrs", "read-write"),
         ("target_session_attrs", "prefer-standby"),
         ("pgbouncer", True),
@@ -908,7 +905,7 @@ def test_connect_params_repr_hides_the_password() -> None:
         {"ssl": "bogus"},
         {"port": 0},
         {"backend": "Bad"},
-        {"leak_detection_threshold": 5},
+        {"leak_detection_threshold": -5},
         {"dsn": f"postgresql://app:{SECRET}@db:notaport/x"},
         {"dsn": f"postgresql://app:{SECRET}@db/x?sslmode=bogus"},
         {"dsn": f"postgresql://app:{SECRET}@db/x%zz"},
