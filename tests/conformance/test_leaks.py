@@ -40,10 +40,8 @@ async def test_held_connection_is_reported_once_with_the_borrowers_stack(
     held = await borrow_and_hold_too_long(m)
     await _wait_for_leaks(m, 1, limit=10.0)
     assert await held.fetchval("SELECT 1") == 1  # still usable: a slow borrower, not an error
-    # held well past the threshold again: still reported only once
-    later = time.monotonic() + 0.4
-    while time.monotonic() < later:
-        await asyncio.sleep(0.05)
+    # held for twice the threshold more (time passing is what is tested here): still once
+    await asyncio.sleep(0.4)
     assert m.get_pool_stats().leaks == 1
     await held.release()
 
