@@ -58,6 +58,7 @@ from ._generic_state import (
     PoolClosedError,
     PoolState,
     ThreadWaiter,
+    Waiter,
 )
 from ._protocols import PoolHooks, QueryResult
 from ._redact import redact
@@ -608,6 +609,23 @@ class PoolCore:
 
     # -- errors ----------------------------------------------------------------------------
 
+    def settle(self, waiter: Waiter, timeout: float) -> Entry:
+        """The end of a wait, whatever ended it: the connection handed to the waiter, or the
+        timeout / connect failure raised."""
+        outcome = self.state.withdraw(waiter)
+        if outcome is None:
+            raise self.timeout(timeout)
+        if not isinstance(outcome, Entry):
+            raise self.failure(outcome) from outcome
+        return outcome
+
+    def abandon_wait(self, waiter: Waiter) -> None:
+        """A wait interrupted or cancelled: leave the queue, or hand back a connection that
+        was assigned meanwhile (to the next waiter)."""
+        outcome = self.state.withdraw(waiter)
+        if isinstance(outcome, Entry):
+            self.run_plan(self.state.give_back(outcome))
+
     def describe(self, error: BaseException) -> str:
         try:
             text = self.driver.describe(error)
@@ -747,19 +765,10 @@ class GenericPool:
                 assert isinstance(waiter, ThreadWaiter)
                 try:
                     waiter.wait(deadline - monotonic())
-                except BaseException:
-                    # Interrupted (KeyboardInterrupt): leave the queue, or hand back a
-                    # connection assigned meanwhile.
-                    outcome = state.withdraw(waiter)
-                    if isinstance(outcome, Entry):
-                        core.run_plan(state.give_back(outcome))
+                except BaseException:  # interrupted (KeyboardInterrupt)
+                    core.abandon_wait(waiter)
                     raise
-                outcome = state.withdraw(waiter)
-                if outcome is None:
-                    raise core.timeout(timeout)
-                if not isinstance(outcome, Entry):
-                    raise core.failure(outcome) from outcome
-                entry = outcome
+                entry = core.settle(waiter, timeout)
             assert entry is not None
             if not opening and state.needs_ping(entry) and not core.ping_blocking(entry):
                 front = True
@@ -891,18 +900,10 @@ class AsyncGenericPool:
                         await asyncio.wait_for(waiter.future, remaining)
                 except asyncio.TimeoutError:
                     pass
-                except BaseException:
-                    # Cancelled: leave the queue, or hand back a connection assigned meanwhile.
-                    outcome = state.withdraw(waiter)
-                    if isinstance(outcome, Entry):
-                        core.run_plan(state.give_back(outcome))
+                except BaseException:  # cancelled
+                    core.abandon_wait(waiter)
                     raise
-                outcome = state.withdraw(waiter)
-                if outcome is None:
-                    raise core.timeout(timeout)
-                if not isinstance(outcome, Entry):
-                    raise core.failure(outcome) from outcome
-                entry = outcome
+                entry = core.settle(waiter, timeout)
             assert entry is not None
             if not opening and state.needs_ping(entry):
                 job = core.workers.submit_job_async(loop, core.ping_blocking, entry)
