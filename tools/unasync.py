@@ -43,6 +43,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncConnection\b", "Connection"),
     (r"\bAsyncRawCursor\b", "RawCursor"),
     (r"\bcreate_async_pool\b", "create_pool"),
+    (r"\baping_within\b", "ping_within"),
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\b_pool_async\b", "_pool"),
     (r"\b_client_async\b", "_client"),

@@ -1,17 +1,24 @@
-"""Pure helpers shared by the sync and the async psycopg pools (no I/O).
+"""Helpers shared by the sync and the async psycopg pools.
 
 Building libpq connection keywords from the core's resolved :class:`~pgconnector.ConnectParams`,
-telling a broken connection from a failed statement, the messages of the errors we raise, and
-the constants both pools use.
+telling a broken connection from a failed statement, the messages of the errors we raise, the
+constants both pools use, and the one piece of I/O the sync pool needs a deadline for (the
+ping).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import math
+import os
+import select
+import socket
 from collections.abc import Iterable, Mapping
 from datetime import timezone
+from time import monotonic
 from typing import Any
 
 import psycopg
@@ -28,6 +35,11 @@ __all__ = [
     "NEVER",
     "POLL_INTERVAL",
     "RECONNECT_TIMEOUT",
+    "REFILL_DELAYS",
+    "abandon_workers",
+    "aping_within",
+    "hang_up",
+    "ping_within",
     "MIN_WAIT",
     "SESSION_RESET_IDLE",
     "SESSION_RESET_IN_TRANSACTION",
@@ -59,12 +71,17 @@ POLL_INTERVAL = 0.05
 #: in the pool; a zero acquire timeout means "do not wait", so it becomes this.
 MIN_WAIT = 0.01
 
-#: psycopg_pool's ``reconnect_timeout``. Its retry delay doubles without a cap (1, 2, 4, … s)
-#: until this much time has passed, then it gives up on that connection and calls
-#: ``reconnect_failed``, where we re-grow the pool to ``min_size`` — which starts a fresh
-#: cycle at a 1 s delay. So 30 s bounds the gap between two attempts to about 15 s however long
-#: the outage lasts, and the pool keeps trying for ever instead of settling below ``min_size``.
-RECONNECT_TIMEOUT = 30.0
+#: psycopg_pool's ``reconnect_timeout``. Its own retry delay starts at 1 s and doubles without a
+#: cap, so after an outage the first borrower would wait for the next back-off slot. With 0,
+#: psycopg_pool retries a failed connect once, at once, then gives up on it and calls
+#: ``reconnect_failed``: the retry schedule is ours (``REFILL_DELAYS``), and while the pool is
+#: short a new borrower makes psycopg_pool try to grow at once. So the first borrow after the
+#: server comes back connects without delay.
+RECONNECT_TIMEOUT = 0.0
+
+#: Delays before re-growing to ``min_size`` after consecutive failed connects: short at first,
+#: then every 2 s for as long as the outage lasts. A success starts the sequence again.
+REFILL_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 #: Session reset of a connection that is idle (not in a transaction): one statement.
 SESSION_RESET_IDLE = "DISCARD ALL"
@@ -227,13 +244,32 @@ class _QuietDiscards(logging.Filter):
     and give it back, which it then reports as a warning. We have already reported those
     closes through the pool events, and a ``max_uses`` retirement is routine, so the warning is
     noise. Only records about connections carrying our ``_pgc_quiet`` mark are dropped.
+
+    Also dropped: ``couldn't stop thread`` for the workers of a pool that never opened (see
+    :func:`abandon_workers`).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple):
-            return not any(getattr(arg, "_pgc_quiet", False) is True for arg in args)
-        return True
+        if not isinstance(args, tuple):
+            return True
+        if args and isinstance(args[0], str) and args[0].startswith(_abandoned):
+            return False
+        return not any(getattr(arg, "_pgc_quiet", False) is True for arg in args)
+
+
+#: Thread-name prefixes of pools whose workers are left to finish a connect attempt alone.
+_abandoned: tuple[str, ...] = ()
+
+
+def abandon_workers(pool_name: str) -> None:
+    """A pool failed to open while a worker may still be inside a connect attempt to a silent
+    server (which a sync worker cannot interrupt): it is closed without waiting for its
+    workers, so that ``connect()`` fails within ``connect_timeout``. The worker finishes on its
+    own (a daemon thread; it closes what it opens, the pool being closed); psycopg_pool's
+    warning that it could not stop it is dropped."""
+    global _abandoned
+    _abandoned = (*_abandoned[-63:], f"{pool_name}-")
 
 
 _quiet_filter = _QuietDiscards()
@@ -244,3 +280,67 @@ def quiet_discard_warnings() -> None:
     logger = logging.getLogger("psycopg.pool")
     if _quiet_filter not in logger.filters:
         logger.addFilter(_quiet_filter)
+
+
+def ping_within(conn: psycopg.Connection[Any], timeout: float) -> None:
+    """One empty query on a sync connection, answered within ``timeout`` seconds or
+    ``psycopg.OperationalError``. psycopg's own wait has no deadline, and a peer that went
+    silent (a stalled network, a frozen server) never closes the socket; so this drives libpq
+    directly, waiting on the socket with a deadline."""
+    pgconn = conn.pgconn
+    deadline = monotonic() + timeout
+
+    def wait(readable: bool) -> None:
+        remaining = deadline - monotonic()
+        fd = pgconn.socket
+        ready = select.select([fd] if readable else [], [] if readable else [fd], [], remaining)
+        if remaining <= 0 or not any(ready):
+            raise psycopg.OperationalError(f"no answer to a ping within {timeout:g} s")
+
+    with conn.lock:
+        pgconn.send_query(b"")
+        while pgconn.flush():
+            wait(readable=False)
+        while True:
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:
+                    return
+                if result.status == pq.ExecStatus.FATAL_ERROR:
+                    message = (result.error_message or b"").decode(errors="replace").strip()
+                    raise psycopg.OperationalError(message or "the ping failed")
+            wait(readable=True)
+
+
+def hang_up(conn: psycopg.BaseConnection[Any]) -> None:
+    """Shut the connection's socket down under libpq, so that whatever waits on it fails at
+    once. For a peer that went silent: cancelling a psycopg statement would first send the
+    server a cancel request and then wait for the statement to end, through the same silent
+    network (seconds each); after this, closing the connection is immediate."""
+    with contextlib.suppress(Exception):
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+async def aping_within(conn: psycopg.AsyncConnection[Any], timeout: float) -> None:
+    """The async twin of :func:`ping_within`. On timeout or cancellation the socket is shut
+    down (:func:`hang_up`) rather than the statement cancelled, which against a silent peer
+    would take seconds more."""
+    ping = asyncio.ensure_future(conn.execute("", prepare=False))
+    try:
+        done, _ = await asyncio.wait({ping}, timeout=timeout)
+    except BaseException:
+        hang_up(conn)
+        await asyncio.wait({ping})
+        raise
+    if not done:
+        hang_up(conn)
+        await asyncio.wait({ping})  # it fails at once now: its socket is gone
+        with contextlib.suppress(BaseException):
+            ping.result()
+        raise psycopg.OperationalError(f"no answer to a ping within {timeout:g} s")
+    ping.result()

@@ -18,7 +18,7 @@ psycopg_pool keeps the connections; three small objects adapt it to the core's c
     before closing or, for psycopg_pool's own closes, what the connection's state says.
     psycopg_pool drops a connection it finds already broken without calling ``close()``; we
     never hand it one (we close broken connections before returning them, and the ``check``
-    callback closes a connection that fails its ping), and whatever is still unreported when
+    ping closes a connection that fails it), and whatever is still unreported when
     the pool closes is closed then, so that every opened connection is reported closed.
 
 :class:`AsyncPsycopgConnection`
@@ -33,9 +33,11 @@ psycopg_pool keeps the connections; three small objects adapt it to the core's c
     has no option for: ``max_uses``; a release that costs no round trip for a clean connection
     (psycopg_pool would do nothing for it either, but would roll back an open transaction with
     a logged warning; we roll back ourselves, and reset the session when asked); the
-    ``ping_after_idle`` policy in the ``check`` callback; failing fast with the last connect
-    error while the server is unreachable; and re-growing to ``min_size`` when psycopg_pool gives
-    up reconnecting (see ``RECONNECT_TIMEOUT``).
+    ``ping_after_idle`` policy, bounded by ``connect_timeout``, right after ``getconn()`` (not
+    in psycopg_pool's ``check`` callback, after whose failures psycopg_pool sleeps 1, 2, 4 … s);
+    failing fast with the last connect error while the server is unreachable; and a retry
+    schedule of our own when connects fail (see ``RECONNECT_TIMEOUT``), so that the pool
+    refills to ``min_size`` and the first borrow after an outage connects at once.
 
 ``allow_exit_on_idle`` needs nothing here: psycopg_pool's sync workers are daemon threads, and
 its async workers are tasks, which never keep an event loop (or the interpreter) alive. So the
@@ -68,9 +70,12 @@ from ._common import (
     MIN_WAIT,
     POLL_INTERVAL,
     RECONNECT_TIMEOUT,
+    REFILL_DELAYS,
     SESSION_RESET_IDLE,
     SESSION_RESET_IN_TRANSACTION,
+    abandon_workers,
     adapters,
+    aping_within,
     connect_kwargs,
     describe_target,
     driver_message,
@@ -273,6 +278,14 @@ class AsyncPsycopgPool:
         #: Set by the first connect attempt's outcome, success or failure (for ``open()``).
         self._first_outcome = AEvent()
         self._refill_lock = ALock()
+        #: Failed connects psycopg_pool gave up on since the last success (the index into
+        #: REFILL_DELAYS), and the pending re-grow, if any.
+        self._refill_round = 0
+        # ASYNC
+        self._refill_timer: asyncio.TimerHandle | None = None
+        self._refill_task: asyncio.Task[None] | None = None
+        # SYNC: self._refill_timer: threading.Timer | None = None
+        # END
 
         quiet_discard_warnings()
         self._pool = AsyncConnectionPool[AsyncTrackedConnection](
@@ -281,7 +294,6 @@ class AsyncPsycopgPool:
             min_size=config.min_size,
             max_size=config.max_size,
             open=False,
-            check=self._check if config.ping_after_idle is not None else None,
             name=next_pool_name(),
             timeout=config.acquire_timeout,
             max_lifetime=seconds_or_never(config.max_lifetime),
@@ -315,7 +327,10 @@ class AsyncPsycopgPool:
             remaining = timeout - (monotonic() - started)
             conn = await self._getconn(remaining, opening=True)
         except BaseException as exc:
-            await self._shutdown(timeout)
+            # A worker may still be inside a connect attempt to a silent server (which a sync
+            # worker cannot interrupt): fail now, within the timeout, without waiting for it.
+            abandon_workers(pool.name)
+            await self._shutdown(0.0)
             if isinstance(exc, PoolTimeoutError):
                 cause = self._last_error or exc.cause
                 raise ConnectionError(
@@ -333,6 +348,8 @@ class AsyncPsycopgPool:
     async def _shutdown(self, timeout: float) -> None:
         with self._lock:
             self._closing = True
+            if self._refill_timer is not None:
+                self._refill_timer.cancel()
         try:
             await self._pool.close(timeout)
         finally:
@@ -381,9 +398,9 @@ class AsyncPsycopgPool:
             slice_ = POLL_INTERVAL if careful else self._connect_budget
             wait = min(timeout - elapsed, slice_)
             try:
-                # getconn() is cancellation-safe, and nothing is awaited between its return
-                # and ours, so a cancelled borrow never loses a connection.
-                return await pool.getconn(timeout=max(wait, MIN_WAIT))
+                # getconn() is cancellation-safe, and so is the ping: a cancelled borrow never
+                # loses a connection.
+                conn = await pool.getconn(timeout=max(wait, MIN_WAIT))
             except PoolTimeout as exc:
                 elapsed = monotonic() - started
                 if self._down and (self._failures != failures or elapsed >= grace):
@@ -404,6 +421,10 @@ class AsyncPsycopgPool:
                     f"{driver_message(exc, self._secrets)}",
                     exc,
                 ) from exc
+            if await self._alive(conn):
+                return conn
+            # Dead: dropped and replaced; try the next one at once, within the same timeout.
+            elapsed = monotonic() - started
 
     def _unreachable_error(self) -> ConnectionError:
         error = self._last_error
@@ -485,37 +506,62 @@ class AsyncPsycopgPool:
 
     # -- psycopg_pool callbacks ------------------------------------------------------------
 
-    async def _check(self, raw: AsyncTrackedConnection) -> None:
-        """psycopg_pool's ``check`` callback, run on every checkout: ping a connection that
-        was idle for at least ``ping_after_idle`` seconds. On failure close it (so that
-        psycopg_pool drops it) and raise: psycopg_pool then hands out another one."""
+    async def _alive(self, raw: AsyncTrackedConnection) -> bool:
+        """Ping a connection idle for at least ``ping_after_idle`` seconds, within
+        ``connect_timeout`` (a dead peer may never answer). One that fails is closed and given
+        back, which makes psycopg_pool drop it and open a replacement; the borrower never sees
+        it. So does one whose ping a cancellation interrupted (its state is unknown)."""
         adapter = raw._pgc_adapter
         limit = self._ping_after_idle
         if adapter is None or limit is None or monotonic() - adapter.idle_since < limit:
-            return
+            return True
         try:
-            # ASYNC
-            # A dead peer may never answer: bound the wait (the sync ping relies on the
-            # socket noticing).
-            await asyncio.wait_for(raw.execute("", prepare=False), self._connect_budget)
-            # SYNC: raw.execute("", prepare=False)
-            # END
-        except BaseException:
+            await aping_within(raw, self._connect_budget)
+            return True
+        except BaseException as exc:
             adapter.close_reason = "check failed"
             with suppress(Exception):
                 await raw.close()
+            await self._pool.putconn(raw)
+            if isinstance(exc, Exception):
+                return False
             raise
 
     async def _reconnect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
-        """psycopg_pool gave up reconnecting after ``RECONNECT_TIMEOUT`` and lowered its count
-        of connections. Restore it to ``min_size``: resizing down then up by the shortfall
-        makes psycopg_pool schedule that many new connection attempts."""
-        if self._closing or pool.closed:
-            return
+        """psycopg_pool gave up a failed connect (at once: ``RECONNECT_TIMEOUT``) and lowered
+        its count of connections. Re-grow to ``min_size`` after the next of ``REFILL_DELAYS``,
+        unless a re-grow is already pending. Meanwhile a borrower who finds the pool short
+        makes psycopg_pool try to grow at once."""
+        with self._lock:
+            if self._closing or self._refill_timer is not None:
+                return
+            delay = REFILL_DELAYS[min(self._refill_round, len(REFILL_DELAYS) - 1)]
+            self._refill_round += 1
+            # ASYNC
+            loop = asyncio.get_running_loop()
+            self._refill_timer = loop.call_later(delay, self._start_refill)
+            # SYNC: self._refill_timer = threading.Timer(delay, self._refill)
+            # SYNC: self._refill_timer.daemon = True
+            # SYNC: self._refill_timer.start()
+            # END
+
+    # ASYNC
+    def _start_refill(self) -> None:
+        self._refill_task = asyncio.ensure_future(self._refill())
+
+    # END
+    async def _refill(self) -> None:
+        """Grow back to ``min_size``: resizing down then up by the shortfall makes psycopg_pool
+        start that many connection attempts at once."""
+        with self._lock:
+            self._refill_timer = None
+        pool = self._pool
         async with self._refill_lock:
+            if self._closing or pool.closed:
+                return
             minimum, maximum = self._config.min_size, self._config.max_size
             missing = minimum - pool.get_stats().get("pool_size", minimum)
-            if missing > 0 and not self._closing:
+            if missing > 0:
                 await pool.resize(minimum - missing, maximum)
                 await pool.resize(minimum, maximum)
 
@@ -528,6 +574,7 @@ class AsyncPsycopgPool:
                 # reported, neither opened nor closed.
                 return
             self._down = False
+            self._refill_round = 0
         connection_id = self._hooks.connection_opened()
         adapter = AsyncPsycopgConnection(raw, self, connection_id)
         raw._pgc_adapter = adapter
