@@ -2,7 +2,13 @@
 """Everything a contributor runs, on a machine that has nothing but Python 3.10+.
 
     python3 dev.py demo [ARGS]    install the workspace, then `pgconnector demo ARGS`
-    python3 dev.py test [ARGS]    install the workspace, then the whole test suite (pytest ARGS)
+    python3 dev.py test [ARGS]    install the workspace, then the whole test suite, soak included
+                                  (pytest ARGS); the fault suite's results go to
+                                  build/reliability.json
+    python3 dev.py report [--check]
+                                  RELIABILITY.md from build/reliability.json (with --check:
+                                  into build/, failing on a failed fault or a stale committed
+                                  RELIABILITY.md)
     python3 dev.py check          ruff, mypy --strict, and the sync-twin drift check
     python3 dev.py sync           only install (uv sync of every package and extra)
 
@@ -21,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 TOOLS = ROOT / ".tools" / "uv"
+RESULTS = ROOT / "build" / "reliability.json"
 
 
 def log(message: str) -> None:
@@ -75,7 +82,16 @@ def main(argv: list[str]) -> int:
         return run(uv, "run", "--no-sync", "pgconnector", "demo", *rest)
     if command == "test":
         sync(uv)
-        return run(uv, "run", "--no-sync", "pytest", *rest)
+        os.environ.setdefault("PGCONNECTOR_RELIABILITY_JSON", str(RESULTS))
+        # Plain `pytest` leaves the soak out (pyproject addopts); the full suite has it.
+        return run(uv, "run", "--no-sync", "pytest", "-m", "soak or not soak", *rest)
+    if command == "report":
+        check = rest == ["--check"]
+        output = ROOT / "build" / "RELIABILITY.md" if check else ROOT / "RELIABILITY.md"
+        args = [str(RESULTS), str(output)]
+        if check:
+            args += ["--check", str(ROOT / "RELIABILITY.md")]
+        return run(sys.executable, "tools/reliability_report.py", *args)
     if command == "check":
         sync(uv)
         for step in (

@@ -26,8 +26,9 @@ import pgconnector
 from pgconnector import PoolConfig
 from tests.facade import ManagerFacade, wrap_manager
 
-# Fixtures the backend-specific tests share: the TLS proxy and certificates, the silent server.
-pytest_plugins = ["tests.tls", "tests.backends.helpers"]
+# Fixtures the backend-specific tests share (the TLS proxy and certificates, the silent server),
+# and the collection of fault-test results for RELIABILITY.md.
+pytest_plugins = ["tests.tls", "tests.backends.helpers", "tests.reliability"]
 
 EXTERNAL_DSN_VAR = "PGCONNECTOR_TEST_DSN"
 PURE_PYTHON_VAR = "PGCONNECTOR_ASSERT_PURE_PYTHON"

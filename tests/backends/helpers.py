@@ -161,12 +161,14 @@ def check_closes_reported(m: Any, events: list[PoolEvent]) -> None:
     assert connects == {e.connection_id for e in events if e.name == "remove"}
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Poll ``predicate`` until it holds; returns the seconds that took."""
+    started = time.monotonic()
     while not predicate():
-        if time.monotonic() > deadline:
+        if time.monotonic() - started > timeout:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+    return time.monotonic() - started
 
 
 # -- servers that are not there, or say nothing ----------------------------------------------

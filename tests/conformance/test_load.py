@@ -45,58 +45,6 @@ async def _wait_for_waiting(m: Any, count: int, deadline: float) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_waiters_are_served_in_arrival_order(make_manager: MakeManager) -> None:
-    # One connection: each hand-off follows the previous borrower's release, so the order in
-    # which borrowers record themselves is the order in which the pool served them.
-    m = make_manager(min_size=0, max_size=1, acquire_timeout=20.0)
-    await m.connect()
-    held = [await m.get_client()]
-    n = 8
-    served: list[int] = []
-    deadline = time.monotonic() + 20
-
-    if m.mode == "sync":
-        manager = m.manager
-
-        def borrower(i: int) -> None:
-            with manager.connection() as c:
-                served.append(i)
-                c.fetchval("SELECT 1")
-
-        threads = []
-        for i in range(n):
-            t = threading.Thread(target=borrower, args=(i,))
-            t.start()
-            threads.append(t)
-            await _wait_for_waiting(m, i + 1, deadline)
-        for c in held:
-            await c.release()
-        for t in threads:
-            t.join(20)
-    else:
-        amanager = m.manager
-
-        async def aborrower(i: int) -> None:
-            async with amanager.connection() as c:
-                served.append(i)
-                await c.fetchval("SELECT 1")
-
-        tasks = []
-        for i in range(n):
-            tasks.append(asyncio.create_task(aborrower(i)))
-            await _wait_for_waiting(m, i + 1, deadline)
-        for c in held:
-            await c.release()
-        await asyncio.gather(*tasks)
-
-    assert served == list(range(n))
-    stats = m.get_pool_stats()
-    assert stats.in_use == 0
-    assert stats.waiting == 0
-    assert stats.timeouts == 0
-    assert stats.acquires == n + 1
-
-
 @pytest.mark.slow
 async def test_hammer_small_pool(make_manager: MakeManager) -> None:
     m = make_manager(min_size=1, max_size=POOL_SIZE, acquire_timeout=ACQUIRE_TIMEOUT)

@@ -15,6 +15,7 @@ from typing import Any
 from unittest import mock
 from urllib.parse import quote
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -84,16 +85,22 @@ dsn_alphabet = st.sampled_from(
 dsn_like = st.lists(st.one_of(dsn_alphabet, st.text(max_size=4)), max_size=30).map("".join)
 
 
+@pytest.mark.fault("Bad input", "PoolConfig.from_dsn: arbitrary text")
 @FUZZ
 @given(st.text())
 def test_from_dsn_arbitrary_text(text: str) -> None:
+    """Any Unicode text, NUL and lone surrogates included: a valid config or ConfigError, never
+    another exception (200 hypothesis examples)."""
     with environment({}):
         check_config(lambda: PoolConfig.from_dsn(text))
 
 
+@pytest.mark.fault("Bad input", "PoolConfig.from_dsn: DSN-like junk")
 @FUZZ
 @given(st.one_of(dsn_like, dsn_like.map(lambda s: "postgresql://" + s)))
 def test_from_dsn_dsn_flavoured_text(text: str) -> None:
+    """Text built from DSN punctuation, percent escapes, NUL and surrogates: a valid config or
+    ConfigError (200 examples)."""
     with environment({}):
         check_config(lambda: PoolConfig.from_dsn(text))
 
@@ -166,9 +173,12 @@ def uris(draw: st.DrawFn) -> str:
     return f"{scheme}://{userinfo}{hosts}{path}{query}"
 
 
+@pytest.mark.fault("Bad input", "PoolConfig.from_dsn: generated URIs")
 @FUZZ
 @given(uris())
 def test_from_dsn_structured_uris(dsn: str) -> None:
+    """URIs assembled from schemes, user info, host lists, IPv6, ports and query parameters: a
+    valid config or ConfigError (200 examples)."""
     with environment({}):
         check_config(lambda: PoolConfig.from_dsn(dsn))
 
@@ -185,9 +195,11 @@ kv_pair = st.tuples(query_key, st.one_of(query_value, piece.map(kv_quote))).map(
 )
 
 
+@pytest.mark.fault("Bad input", "PoolConfig.from_dsn: generated key=value strings")
 @FUZZ
 @given(st.lists(kv_pair, max_size=6).map(" ".join))
 def test_from_dsn_structured_key_value(dsn: str) -> None:
+    """key=value strings with quoting and escapes: a valid config or ConfigError (200 examples)."""
     with environment({}):
         check_config(lambda: PoolConfig.from_dsn(dsn))
 
@@ -248,6 +260,7 @@ def test_key_value_round_trip(user: str, secret: str, host: str, database: str) 
     assert MASK in cfg.safe_dsn()
 
 
+@pytest.mark.fault("Bad input", "A malformed DSN never echoes its password")
 @FUZZ
 @given(secret=password, template=st.sampled_from(["uri", "query", "kv", "kvq"]), junk=dsn_like)
 def test_raw_password_never_leaks(secret: str, template: str, junk: str) -> None:
@@ -289,9 +302,11 @@ any_value = st.one_of(
 field_names = st.sampled_from([item for item in PoolConfig.__dataclass_fields__])
 
 
+@pytest.mark.fault("Bad input", "PoolConfig(...): arbitrary field values")
 @FUZZ
 @given(st.dictionaries(field_names, any_value, max_size=5))
 def test_arbitrary_field_values(kwargs: dict[str, Any]) -> None:
+    """Any field given values of any type: a valid config or ConfigError (200 examples)."""
     with environment({}):
         check_config(lambda: PoolConfig(**kwargs))
 
@@ -314,9 +329,12 @@ env_value = st.one_of(
 )
 
 
+@pytest.mark.fault("Bad input", "PoolConfig.from_env: arbitrary PG* environment")
 @FUZZ
 @given(st.dictionaries(st.sampled_from(ENV_VARS), env_value, max_size=6))
 def test_from_env_arbitrary_environment(values: dict[str, str]) -> None:
+    """DATABASE_URL and PG* variables holding junk, undecodable bytes included: a valid config or
+    ConfigError (200 examples)."""
     with environment(values):
         check_config(PoolConfig.from_env)
 

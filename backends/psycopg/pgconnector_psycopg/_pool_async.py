@@ -423,8 +423,10 @@ class AsyncPsycopgPool:
                 ) from exc
             if await self._alive(conn):
                 return conn
-            # Dead: dropped and replaced; try the next one at once, within the same timeout.
+            # Dead: dropped and replaced; try the next one at once, within the same timeout,
+            # watching closely: the server may be gone.
             elapsed = monotonic() - started
+            careful = True
 
     def _unreachable_error(self) -> ConnectionError:
         error = self._last_error

@@ -12,7 +12,8 @@ import pytest
 import pgconnector
 from pgconnector import ConnectionError, PoolConfig
 from pgconnector.cli import main as cli_main
-from tests.conftest import MakeManager, ServerInfo, Target
+from tests.conftest import ServerInfo
+from tests.faults.conftest import FaultKit
 
 pytestmark = pytest.mark.integration
 
@@ -22,18 +23,20 @@ def _assert_absent(secret: str, *texts: str) -> None:
         assert secret not in text, f"password leaked in: {text[:200]!r}"
 
 
+@pytest.mark.fault("Security", "The password in reprs, logs, errors and health reports")
 async def test_password_absent_everywhere(
-    own_server: Any,
-    supported_target: Target,
-    make_manager: MakeManager,
-    caplog: pytest.LogCaptureFixture,
+    faults: FaultKit, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Over real scram auth, with every event logged at DEBUG: the password is in no repr (of
+    the manager, config, client, pool, status), no log record, no error of a connect with a
+    wrong password, and no health report of a server that went away."""
     caplog.set_level(logging.DEBUG)
+    own_server = faults.start_server()
     password = own_server.password
     dsn = own_server.dsn()
     assert password in dsn  # the DSN really carries it: the test would catch a leak
 
-    m = make_manager(dsn, min_size=1, application_name="pgc-secret-test")
+    m = faults.manager(own_server, min_size=1)
     pgconnector.setup_pool_listeners(m.manager)
     texts = [repr(m.manager), str(m.manager), repr(m.config), str(m.config)]
     await m.connect()
@@ -47,8 +50,9 @@ async def test_password_absent_everywhere(
 
     # a wrong password: the error must say what failed without echoing any password
     wrong = "Wr0ng-" + password[::-1]
-    bad = make_manager(
-        own_server.dsn().replace(password, wrong), min_size=1, connect_timeout=3.0
+    bad = faults.manager(
+        own_server, dsn=own_server.dsn().replace(password, wrong), min_size=1,
+        connect_timeout=3.0,
     )
     with pytest.raises(ConnectionError) as info:
         await bad.connect()

@@ -9,9 +9,11 @@ import time
 
 import pytest
 
-from tests.conftest import MakeManager
+from tests.faults.conftest import FaultKit
 
 pytestmark = pytest.mark.integration
+
+GROUP = "Leak detection"
 
 
 async def _wait_for_leaks(m: object, count: int, limit: float) -> None:
@@ -26,11 +28,15 @@ async def borrow_and_hold_too_long(m: object) -> object:
     return await m.get_client()  # type: ignore[attr-defined]
 
 
+@pytest.mark.fault(GROUP, "A connection held past leak_detection_threshold")
 async def test_held_connection_is_reported_once_with_the_borrowers_stack(
-    make_manager: MakeManager, caplog: pytest.LogCaptureFixture
+    faults: FaultKit, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Held past the threshold (0.2 s), a connection is reported once, as a warning carrying
+    the borrower's stack, and counted in stats.leaks (a counter that survives disconnect); it
+    stays usable and is released normally."""
     caplog.set_level(logging.WARNING, logger="pgconnector")
-    m = make_manager(min_size=1, max_size=2, leak_detection_threshold=0.2)
+    m = faults.manager(min_size=1, max_size=2, leak_detection_threshold=0.2)
     await m.connect()
 
     # a quick borrow is no leak
@@ -61,8 +67,8 @@ async def test_held_connection_is_reported_once_with_the_borrowers_stack(
     assert m.get_pool_stats().leaks == 1  # a counter: it survives the disconnect
 
 
-async def test_no_leak_detection_by_default(make_manager: MakeManager) -> None:
-    m = make_manager(min_size=1)
+async def test_no_leak_detection_by_default(faults: FaultKit) -> None:
+    m = faults.manager(min_size=1)
     assert m.config.leak_detection_threshold is None
     await m.connect()
     held = await m.get_client()
