@@ -41,21 +41,32 @@ def _openssl(cwd: Path, *args: str) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_certificates(out: Path, *, subject: str, alt_names: str) -> Path:
+    """Into ``out``: a throwaway CA (``ca.pem``), a server certificate signed by it
+    (``server.pem``, ``server.key``) for ``subject`` (a CN) and ``alt_names`` (an OpenSSL
+    subjectAltName value), and an unrelated CA (``other.pem``). Skips the test without the
+    openssl command."""
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make test certificates")
-    out = tmp_path_factory.mktemp("certs")
     _openssl(out, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
              "-subj", "/CN=pgconnector test CA", "-keyout", "ca.key", "-out", "ca.pem")
-    (out / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl(out, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+    (out / "san.cnf").write_text(f"subjectAltName={alt_names}\n")
+    _openssl(out, "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={subject}",
              "-keyout", "server.key", "-out", "server.csr")
     _openssl(out, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
              "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.pem")
     _openssl(out, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
              "-subj", "/CN=another CA", "-keyout", "other.key", "-out", "other.pem")
     return out
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_certificates(
+        tmp_path_factory.mktemp("certs"),
+        subject="localhost",
+        alt_names="DNS:localhost,IP:127.0.0.1",
+    )
 
 
 @pytest.fixture

@@ -217,45 +217,6 @@ async def test_session_reset(make: Any) -> None:
 
 
 @pytest.mark.integration
-async def test_waiters_are_served_in_fifo_order(make: Any, mode: str) -> None:
-    m = make(min_size=1, max_size=1, acquire_timeout=20.0)
-    await m.connect()
-    held = await m.get_client()
-    order: list[int] = []
-    count = 6
-    if mode == "sync":
-        manager = m.manager
-
-        def borrower(number: int) -> None:
-            with manager.connection() as c:
-                order.append(number)
-                c.fetchval("SELECT 1")
-
-        threads = []
-        for number in range(count):
-            thread = threading.Thread(target=borrower, args=(number,))
-            thread.start()
-            threads.append(thread)
-            await helpers.wait_until(lambda n=number: m.get_pool_stats().waiting == n + 1)
-        await held.release()
-        for thread in threads:
-            await asyncio.to_thread(thread.join, 10)
-    else:
-        async def task(number: int) -> None:
-            async with m.connection() as c:
-                order.append(number)
-                await c.fetchval("SELECT 1")
-
-        tasks = []
-        for number in range(count):
-            tasks.append(asyncio.create_task(task(number)))
-            await helpers.wait_until(lambda n=number: m.get_pool_stats().waiting == n + 1)
-        await held.release()
-        await asyncio.gather(*tasks)
-    assert order == list(range(count))
-
-
-@pytest.mark.integration
 async def test_acquire_timeout_is_precise(make: Any) -> None:
     m = make(min_size=1, max_size=1, acquire_timeout=0.3)
     await m.connect()
@@ -272,31 +233,6 @@ async def test_acquire_timeout_is_precise(make: Any) -> None:
         assert time.monotonic() - started < 0.05
     async with m.connection(timeout=0) as c:  # zero means "do not wait", not "fail"
         assert await c.fetchval("SELECT 1") == 1
-
-
-@pytest.mark.integration
-async def test_refill_to_min_size_after_every_connection_is_terminated(
-    make: Any, pg_server: ServerInfo
-) -> None:
-    m = make(min_size=3, max_size=4, application_name="pgc-refill", ping_after_idle=0)
-    events = helpers.record_events(m)
-    await m.connect()
-    await helpers.wait_until(lambda: m.get_pool_stats().total == 3)
-    first_ids = {e.connection_id for e in events if e.name == "connect"}
-    killed = _admin_query(
-        pg_server.dsn,
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE application_name = $1",
-        "pgc-refill",
-    )
-    assert killed == 3
-    # the pool notices on hand-out (ping) and replaces them, back to min_size
-    for _ in range(3):
-        async with m.connection() as c:
-            assert c.connection_id not in first_ids
-            assert await c.fetchval("SELECT 1") == 1
-    await helpers.wait_until(lambda: m.get_pool_stats().total >= 3)
-    assert helpers.removal_reasons(events).count("check failed") == 3
 
 
 @pytest.mark.integration

@@ -111,42 +111,6 @@ async def test_transactions_and_nested_savepoints(make_manager: MakeManager, tab
         assert await c.fetchval(f"SELECT count(*) FROM {table}") == 3
 
 
-async def test_release_inside_open_transaction_rolls_back(
-    make_manager: MakeManager, table: str
-) -> None:
-    m = make_manager(min_size=1, max_size=1)
-    await m.connect()
-    c = await m.get_client()
-    first_id = c.connection_id
-    await c.execute("BEGIN")
-    await c.execute(f"INSERT INTO {table} VALUES (1, 'never committed')")
-    await c.execute("SET LOCAL statement_timeout = '1234ms'")
-    await c.release()
-
-    async with m.connection() as again:
-        assert again.connection_id == first_id  # the same server connection came back
-        assert await again.fetchval(f"SELECT count(*) FROM {table}") == 0
-        assert await again.fetchval("SHOW statement_timeout") != "1234ms"
-        # not inside a transaction any more: txid_current_if_assigned() is NULL outside one
-        assert await again.fetchval("SELECT txid_current_if_assigned()") is None
-
-
-async def test_release_inside_failed_transaction_rolls_back(
-    make_manager: MakeManager, table: str
-) -> None:
-    m = make_manager(min_size=1, max_size=1)
-    await m.connect()
-    c = await m.get_client()
-    await c.execute("BEGIN")
-    await c.execute(f"INSERT INTO {table} VALUES (1, 'x')")
-    with pytest.raises(Exception, match="division by zero"):
-        await c.fetchval("SELECT 1/0")
-    await c.release()
-    async with m.connection() as again:
-        assert await again.fetchval("SELECT 1") == 1
-        assert await again.fetchval(f"SELECT count(*) FROM {table}") == 0
-
-
 async def test_terminated_connection_is_discarded(
     make_manager: MakeManager, pg_server: ServerInfo
 ) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 from pgconnector import ConnectionError
 from tests.conftest import ServerInfo
 from tests.faults.conftest import FaultKit
+from tests.tls import make_certificates
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +33,15 @@ PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 TLS_IN_USE = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
 
-def _openssl(cwd: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA (``ca.pem``), a server certificate signed by it for DNS:localhost only
     (``server.pem``, ``server.key``), and an unrelated CA (``other.pem``)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make test certificates")
-    out = tmp_path_factory.mktemp("tls-certs")
-    _openssl(out, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=pgconnector security CA", "-keyout", "ca.key", "-out", "ca.pem")
     # No IP entry, and a CN that is no host name: only "localhost" may match.
-    (out / "san.cnf").write_text("subjectAltName=DNS:localhost\n")
-    _openssl(out, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=pgconnector server",
-             "-keyout", "server.key", "-out", "server.csr")
-    _openssl(out, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.pem")
-    _openssl(out, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=another CA", "-keyout", "other.key", "-out", "other.pem")
-    return out
+    return make_certificates(
+        tmp_path_factory.mktemp("tls-certs"), subject="pgconnector server",
+        alt_names="DNS:localhost",
+    )
 
 
 @pytest.fixture(scope="module")
