@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._protocols import DriverConnection
+from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
 from .errors import ClientReleasedError, ConnectionError
 
@@ -54,28 +54,33 @@ class Client:
             self._broken = True
             raise
 
-    def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+    def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
         conn = self._live()
         try:
-            columns, rows = conn.fetch(sql, args)
+            return conn.fetch(sql, args)
         except ConnectionError:
             self._broken = True
             raise
-        return make_rows(columns, rows)
 
     def fetch(self, sql: str, *args: Any) -> list[Row]:
         """Run a query; return every row."""
-        return self._fetch(sql, args)
+        return make_rows(*self._fetch(sql, args))
 
     def fetchrow(self, sql: str, *args: Any) -> Row | None:
         """Run a query; return its first row, or None when there is none."""
-        rows = self._fetch(sql, args)
-        return rows[0] if rows else None
+        columns, rows = self._fetch(sql, args)
+        return make_rows(columns, rows[:1])[0] if rows else None
 
     def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
         """Run a query; return one value of its first row (None when there is no row)."""
-        rows = self._fetch(sql, args)
-        return rows[0][column] if rows else None
+        columns, rows = self._fetch(sql, args)
+        if not rows:
+            return None
+        if type(column) is not int:  # a name, as a Row would take it
+            return make_rows(columns, rows[:1])[0][column]
+        if not -len(columns) <= column < len(columns):
+            raise IndexError(f"column {column} out of range: the query returned {len(columns)}")
+        return rows[0][column]
 
     def transaction(self) -> Transaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the

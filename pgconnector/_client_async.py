@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._protocols import AsyncDriverConnection
+from ._protocols import AsyncDriverConnection, QueryResult
 from ._row import Row, make_rows
 from .errors import ClientReleasedError, ConnectionError
 
@@ -53,28 +53,33 @@ class AsyncClient:
             self._broken = True
             raise
 
-    async def _fetch(self, sql: str, args: Sequence[Any]) -> list[Row]:
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
         conn = self._live()
         try:
-            columns, rows = await conn.fetch(sql, args)
+            return await conn.fetch(sql, args)
         except ConnectionError:
             self._broken = True
             raise
-        return make_rows(columns, rows)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         """Run a query; return every row."""
-        return await self._fetch(sql, args)
+        return make_rows(*await self._fetch(sql, args))
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         """Run a query; return its first row, or None when there is none."""
-        rows = await self._fetch(sql, args)
-        return rows[0] if rows else None
+        columns, rows = await self._fetch(sql, args)
+        return make_rows(columns, rows[:1])[0] if rows else None
 
     async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
         """Run a query; return one value of its first row (None when there is no row)."""
-        rows = await self._fetch(sql, args)
-        return rows[0][column] if rows else None
+        columns, rows = await self._fetch(sql, args)
+        if not rows:
+            return None
+        if type(column) is not int:  # a name, as a Row would take it
+            return make_rows(columns, rows[:1])[0][column]
+        if not -len(columns) <= column < len(columns):
+            raise IndexError(f"column {column} out of range: the query returned {len(columns)}")
+        return rows[0][column]
 
     def transaction(self) -> AsyncTransaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the

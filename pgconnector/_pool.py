@@ -121,6 +121,7 @@ class ManagedPool:
         self._monitor.released(conn.connection_id)
         if self._closing and not self._outstanding:
             self._drained.set()
+        # Safe against cancellation: that is the backend's part of the contract.
         self.backend.release(conn, discard=client._broken)
 
     def close(self, timeout: float) -> None:

@@ -124,11 +124,8 @@ class AsyncManagedPool:
         self._monitor.released(conn.connection_id)
         if self._closing and not self._outstanding:
             self._drained.set()
-        # ASYNC
-        # Shielded: a caller cancelled while releasing must not leave the connection in limbo.
-        await asyncio.shield(self.backend.release(conn, discard=client._broken))
-        # SYNC: self.backend.release(conn, discard=client._broken)
-        # END
+        # Safe against cancellation: that is the backend's part of the contract.
+        await self.backend.release(conn, discard=client._broken)
 
     async def close(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for checked-out clients, discard the rest, close the pool."""

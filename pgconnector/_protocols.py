@@ -151,7 +151,14 @@ class PoolBackend(Protocol):
 
 @runtime_checkable
 class AsyncPoolBackend(Protocol):
-    """The async twin of :class:`PoolBackend`; the same contract, awaited."""
+    """The async twin of :class:`PoolBackend`; the same contract, awaited.
+
+    ``release`` must also be safe against cancellation: a caller cancelled while it waits
+    (say, for a ``ROLLBACK``) must neither lose the connection nor leave it in the pool
+    half-reset; finish the release in the background (``_acompat.finish_even_if_cancelled``)
+    or close the connection. The core awaits it directly, because only the backend knows
+    whether a release waits at all: a clean one should not, and then costs no task.
+    """
 
     @property
     def native(self) -> Any: ...

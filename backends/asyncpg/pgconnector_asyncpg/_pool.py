@@ -398,11 +398,22 @@ class AsyncpgPool:
         latest attempt has failed, and then fails with that attempt's error instead of
         waiting out ``acquire_timeout``.
         """
+        pool = self._pool
+        # A free holder means no waiting: then acquire without a timeout, which would cost
+        # two timers (asyncpg also applies it to the release) for nothing. A free holder that
+        # must reconnect first is bounded by the connect timeout. (``_queue`` is asyncpg's
+        # queue of free holders; without it, always pass the timeout.)
+        free = getattr(pool, "_queue", None)
         while True:
-            remaining = deadline - monotonic()
-            wait = min(remaining, self._connect_budget) if self._down else remaining
+            wait: float | None
+            if free is not None and not free.empty() and not self._down:
+                wait = None
+            else:
+                remaining = deadline - monotonic()
+                wait = max(min(remaining, self._connect_budget) if self._down else remaining,
+                           MIN_WAIT)
             try:
-                return await self._pool.acquire(timeout=max(wait, MIN_WAIT))
+                return await pool.acquire(timeout=wait)
             except asyncio.TimeoutError as exc:
                 if self._down:
                     raise self._unreachable_error() from self._last_error

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
 from psycopg import AsyncConnection, AsyncRawCursor
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
@@ -85,6 +85,11 @@ from ._common import (
     seconds_or_never,
 )
 
+# isort: split
+# ASYNC
+from pgconnector._acompat import finish_even_if_cancelled
+
+# END
 if TYPE_CHECKING:
     # Only for annotations (postponed): no runtime dependency on typing_extensions.
     from typing_extensions import Self
@@ -92,6 +97,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncPsycopgPool", "AsyncPsycopgConnection", "AsyncTrackedConnection"]
 
 _IDLE = TransactionStatus.IDLE
+_TUPLES_OK = ExecStatus.TUPLES_OK
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
@@ -158,8 +164,8 @@ class AsyncPsycopgConnection:
         cursor = self._raw.cursor()
         try:
             await cursor.execute(sql, args or None)
-            description = cursor.description
-            if description is None:
+            result = cursor.pgresult
+            if result is None or result.status != _TUPLES_OK:
                 return [], []
             rows = await cursor.fetchall()
         except psycopg.Error as exc:
@@ -167,7 +173,10 @@ class AsyncPsycopgConnection:
             if error is not None:
                 raise error from exc
             raise
-        return [column.name for column in description], rows
+        # The names straight from libpq: cursor.description would build a Column object for
+        # each (a microsecond per query).
+        encoding = self._raw.info.encoding
+        return [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)], rows
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self._id} {self._raw.info.status.name}>"
@@ -421,7 +430,14 @@ class AsyncPsycopgPool:
                     f"{driver_message(exc, self._secrets)}",
                     exc,
                 ) from exc
-            if await self._alive(conn):
+            adapter = conn._pgc_adapter
+            limit = self._ping_after_idle
+            if (
+                adapter is None
+                or limit is None
+                or monotonic() - adapter.idle_since < limit
+                or await self._alive(conn)
+            ):
                 return conn
             # Dead: dropped and replaced; try the next one at once, within the same timeout,
             # watching closely: the server may be gone.
@@ -438,8 +454,26 @@ class AsyncPsycopgPool:
     async def release(self, conn: AsyncDriverConnection, *, discard: bool = False) -> None:
         if not isinstance(conn, AsyncPsycopgConnection) or conn._pool is not self:
             raise ValueError(f"{conn!r} does not belong to this pool")
-        raw = conn.raw
+        # ASYNC
+        # A clean connection goes back without waiting (no task is made); one that needs a
+        # round trip finishes it even if the caller is cancelled meanwhile.
+        await finish_even_if_cancelled(self._give_back(conn, discard))
+
+    async def _give_back(self, conn: AsyncPsycopgConnection, discard: bool) -> None:
+        # END
+        raw = conn._raw
         conn.checked_out = False
+        if (
+            not discard
+            and raw.pgconn.transaction_status == _IDLE  # also: not closed, not broken
+            and not conn.broken
+            and not self._session_reset
+            and not (self._max_uses and conn.uses >= self._max_uses)
+        ):
+            # The usual case, kept short: a clean connection, back without a round trip.
+            conn.idle_since = monotonic()
+            await self._pool.putconn(raw)
+            return
         try:
             reason = await self._reset(conn, discard)
             if reason is None:
@@ -509,13 +543,13 @@ class AsyncPsycopgPool:
     # -- psycopg_pool callbacks ------------------------------------------------------------
 
     async def _alive(self, raw: AsyncTrackedConnection) -> bool:
-        """Ping a connection idle for at least ``ping_after_idle`` seconds, within
+        """Ping a connection idle for at least ``ping_after_idle`` seconds (the caller
+        checked that it was), within
         ``connect_timeout`` (a dead peer may never answer). One that fails is closed and given
         back, which makes psycopg_pool drop it and open a replacement; the borrower never sees
         it. So does one whose ping a cancellation interrupted (its state is unknown)."""
         adapter = raw._pgc_adapter
-        limit = self._ping_after_idle
-        if adapter is None or limit is None or monotonic() - adapter.idle_since < limit:
+        if adapter is None:
             return True
         try:
             await aping_within(raw, self._connect_budget)
