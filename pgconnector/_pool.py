@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -27,7 +26,7 @@ from ._registry import resolve_backend
 from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
 from .errors import ConfigError, ConnectionError, PgConnectorError, PoolTimeoutError
 
-__all__ = ["ConnectionManager", "ManagedPool", "check_pool"]
+__all__ = ["Borrow", "ConnectionManager", "ManagedPool", "check_pool"]
 
 NOT_CONNECTED = "Not connected to database. Call connect() first."
 
@@ -352,14 +351,9 @@ class ConnectionManager:
             raise ConnectionError(NOT_CONNECTED)
         return pool.acquire(timeout)
 
-    @contextmanager
-    def connection(self, timeout: float | None = None) -> Iterator[Client]:
+    def connection(self, timeout: float | None = None) -> Borrow:
         """``with manager.connection() as client:`` borrows and always releases."""
-        client = self.get_client(timeout)
-        try:
-            yield client
-        finally:
-            client.release()
+        return Borrow(self, timeout)
 
     def get_pool_stats(self) -> PoolStats:
         """Current pool numbers; cheap, never does I/O. Zeros (but the counters) when not
@@ -396,3 +390,31 @@ class ConnectionManager:
             f"<{type(self).__name__} backend={self._plugin.name} "
             f"{self._config.safe_dsn()} {state}>"
         )
+
+
+class Borrow:
+    """What :meth:`ConnectionManager.connection` returns: borrows on enter, releases on
+    exit. A plain class rather than ``@contextmanager``, which costs a generator and its
+    machinery on every borrow (the path every query of an application takes)."""
+
+    __slots__ = ("_client", "_manager", "_timeout")
+
+    def __init__(self, manager: ConnectionManager, timeout: float | None) -> None:
+        self._manager = manager
+        self._timeout = timeout
+        self._client: Client | None = None
+
+    def __enter__(self) -> Client:
+        self._client = client = self._manager.get_client(self._timeout)
+        return client
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        if client is not None:
+            self._client = None
+            client.release()

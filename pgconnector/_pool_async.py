@@ -13,8 +13,7 @@ import asyncio
 # END
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -30,7 +29,7 @@ from ._registry import resolve_backend
 from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
 from .errors import ConfigError, ConnectionError, PgConnectorError, PoolTimeoutError
 
-__all__ = ["AsyncConnectionManager", "AsyncManagedPool", "check_pool"]
+__all__ = ["AsyncBorrow", "AsyncConnectionManager", "AsyncManagedPool", "check_pool"]
 
 NOT_CONNECTED = "Not connected to database. Call connect() first."
 
@@ -362,14 +361,9 @@ class AsyncConnectionManager:
             raise ConnectionError(NOT_CONNECTED)
         return await pool.acquire(timeout)
 
-    @asynccontextmanager
-    async def connection(self, timeout: float | None = None) -> AsyncIterator[AsyncClient]:
+    def connection(self, timeout: float | None = None) -> AsyncBorrow:
         """``async with manager.connection() as client:`` borrows and always releases."""
-        client = await self.get_client(timeout)
-        try:
-            yield client
-        finally:
-            await client.release()
+        return AsyncBorrow(self, timeout)
 
     def get_pool_stats(self) -> PoolStats:
         """Current pool numbers; cheap, never does I/O. Zeros (but the counters) when not
@@ -406,3 +400,31 @@ class AsyncConnectionManager:
             f"<{type(self).__name__} backend={self._plugin.name} "
             f"{self._config.safe_dsn()} {state}>"
         )
+
+
+class AsyncBorrow:
+    """What :meth:`AsyncConnectionManager.connection` returns: borrows on enter, releases on
+    exit. A plain class rather than ``@asynccontextmanager``, which costs a generator and its
+    machinery on every borrow (the path every query of an application takes)."""
+
+    __slots__ = ("_client", "_manager", "_timeout")
+
+    def __init__(self, manager: AsyncConnectionManager, timeout: float | None) -> None:
+        self._manager = manager
+        self._timeout = timeout
+        self._client: AsyncClient | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        self._client = client = await self._manager.get_client(self._timeout)
+        return client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        if client is not None:
+            self._client = None
+            await client.release()

@@ -30,11 +30,11 @@ FILES = {
 SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncConnectionManager\b", "ConnectionManager"),
     (r"\bAsyncManagedPool\b", "ManagedPool"),
+    (r"\bAsyncBorrow\b", "Borrow"),
     (r"\bAsyncClient\b", "Client"),
     (r"\bAsyncTransaction\b", "Transaction"),
     (r"\bAsyncPoolBackend\b", "PoolBackend"),
     (r"\bAsyncDriverConnection\b", "DriverConnection"),
-    (r"\bAsyncIterator\b", "Iterator"),
     # psycopg backend
     (r"\bAsyncPsycopgPool\b", "PsycopgPool"),
     (r"\bAsyncPsycopgConnection\b", "PsycopgConnection"),
