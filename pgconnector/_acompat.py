@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "ALock", "AEvent", "Lock", "Event", "await_event", "wait_event", "finish_even_if_cancelled",
+    "run_within",
 ]
 
 T = TypeVar("T")
@@ -79,3 +80,16 @@ def _resume(coro: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, Any
                 waiting_on = coro.send(answer)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+
+
+async def run_within(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    """``await asyncio.wait_for(coro, timeout)``, in the caller's own task where Python has
+    ``asyncio.timeout`` (3.11+): ``wait_for`` runs ``coro`` in a new task, which costs more
+    than a health check's round trip on a fast link. Raises ``TimeoutError`` on timeout."""
+    if _timeout is None:  # Python 3.10
+        return await asyncio.wait_for(coro, timeout)
+    async with _timeout(timeout):
+        return await coro
+
+
+_timeout = getattr(asyncio, "timeout", None)

@@ -26,6 +26,7 @@ from ._registry import resolve_backend
 from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
 from .errors import ConfigError, ConnectionError, PgConnectorError, PoolTimeoutError
 
+# isort: split
 __all__ = ["Borrow", "ConnectionManager", "ManagedPool", "check_pool"]
 
 NOT_CONNECTED = "Not connected to database. Call connect() first."

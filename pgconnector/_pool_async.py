@@ -29,6 +29,11 @@ from ._registry import resolve_backend
 from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
 from .errors import ConfigError, ConnectionError, PgConnectorError, PoolTimeoutError
 
+# isort: split
+# ASYNC
+from ._acompat import run_within
+
+# END
 __all__ = ["AsyncBorrow", "AsyncConnectionManager", "AsyncManagedPool", "check_pool"]
 
 NOT_CONNECTED = "Not connected to database. Call connect() first."
@@ -170,7 +175,7 @@ async def check_pool(
     started = time.perf_counter()
     try:
         # ASYNC
-        await asyncio.wait_for(_select_one(pool, limit), limit)
+        await run_within(_select_one(pool, limit), limit)
         # SYNC: _select_one(pool, limit)
         # END
     except Exception as exc:

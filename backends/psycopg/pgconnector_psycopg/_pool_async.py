@@ -300,7 +300,10 @@ class AsyncPsycopgPool:
         self._pool = AsyncConnectionPool[AsyncTrackedConnection](
             connection_class=_bind(self),
             kwargs=kwargs,
-            min_size=config.min_size,
+            # One connection first: open() needs only one, and psycopg_pool would open
+            # min_size at once, which on a busy server makes the first arrive later. open()
+            # then resizes to min_size, and the rest open in the background.
+            min_size=min(config.min_size, 1),
             max_size=config.max_size,
             open=False,
             name=next_pool_name(),
@@ -350,6 +353,8 @@ class AsyncPsycopgPool:
                 ) from cause
             raise
         await pool.putconn(conn)
+        if self._config.min_size > pool.min_size:
+            await pool.resize(self._config.min_size, self._config.max_size)
 
     async def close(self, timeout: float) -> None:
         await self._shutdown(timeout)
