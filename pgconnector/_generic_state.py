@@ -271,12 +271,15 @@ class PoolState:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Plan:
-        """NEW -> OPEN; start filling the pool to ``min_size``."""
+        """NEW -> OPEN; start filling the pool to ``min_size``, one connection first."""
         with self.lock:
             if self.phase != NEW:
                 raise PoolClosedError("the pool was already opened")
             self.phase = OPEN
-            return Plan(connects=self._start_connects())
+            # One connect first: open() waits for one connection, and on a busy server
+            # several at once would make that first one arrive later. Placing it starts the
+            # rest (connect_placed).
+            return Plan(connects=self._start_connects(at_most=1))
 
     def close(self) -> Plan:
         """-> CLOSED: fail every waiter, close every idle connection. Connections in use are
@@ -575,8 +578,9 @@ class PoolState:
         self.wake_at = -math.inf  # until the housekeeper recomputes it
         self.cond.notify()
 
-    def _start_connects(self) -> int:
-        """How many connects to start now (and count them as in flight)."""
+    def _start_connects(self, at_most: int = MAX_PARALLEL_CONNECTS) -> int:
+        """How many connects to start now (and count them as in flight), never more than
+        ``at_most`` at once."""
         if self.phase != OPEN:
             return 0
         limits = self.limits
@@ -594,7 +598,7 @@ class PoolState:
                 return 0
             count = 1
         else:
-            count = min(max(below_min, demand, 0), room, MAX_PARALLEL_CONNECTS - self.opening)
+            count = min(max(below_min, demand, 0), room, at_most - self.opening)
             if count <= 0:
                 return 0
         self.opening += count
