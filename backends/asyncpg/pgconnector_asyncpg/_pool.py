@@ -338,8 +338,13 @@ class AsyncpgPool:
 
     async def _start(self) -> None:
         pool = self._pool
-        # Opens min_size connections: the first alone (so that a bad password or a closed
-        # port fails at once), then the others concurrently; all within open()'s timeout.
+        # asyncpg would open all min_size connections before the pool is usable (the first
+        # alone, then the others at once), which on a busy server takes several connection
+        # times. open() needs one: initialize with one, and asyncpg's min-size maintenance
+        # (asyncpg >= 0.32) opens the others in the background. ``_initsize`` is asyncpg's
+        # own attribute for ``init_size``, which it will not let be below ``min_size``.
+        if self._config.min_size > 1 and isinstance(getattr(pool, "_initsize", None), int):
+            pool._initsize = 1  # type: ignore[attr-defined]
         await pool
         if self._config.min_size == 0:
             proxy = await pool.acquire()
