@@ -741,6 +741,7 @@ class GenericPool:
             raise error from error.__cause__
         entry.uses -= 1  # the check borrow is not a use (max_uses)
         core.run_plan(core.state.put_back(entry, None), inline=True)
+        core.run_plan(core.state.fill())
 
     def acquire(self, timeout: float) -> PooledConnection:
         entry = self._take(timeout)
@@ -867,6 +868,7 @@ class AsyncGenericPool:
             raise error from error.__cause__
         entry.uses -= 1  # the check borrow is not a use (max_uses)
         core.run_plan(core.state.put_back(entry, None))
+        core.run_plan(core.state.fill())
 
     async def acquire(self, timeout: float) -> AsyncPooledConnection:
         entry = await self._take(timeout)

@@ -244,6 +244,8 @@ class PoolState:
         #: Connect attempts in flight.
         self.opening = 0
         self.failures = 0
+        #: Filling to min_size (after open() has its first connection; see fill()).
+        self._filling = False
         self.last_error: BaseException | None = None
         self._retry_at = 0.0
         #: When the housekeeper will wake next; a state change that needs it earlier pokes it.
@@ -271,15 +273,18 @@ class PoolState:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Plan:
-        """NEW -> OPEN; start filling the pool to ``min_size``, one connection first."""
+        """NEW -> OPEN; open one connection (``fill`` then opens the rest of ``min_size``)."""
         with self.lock:
             if self.phase != NEW:
                 raise PoolClosedError("the pool was already opened")
             self.phase = OPEN
-            # One connect first: open() waits for one connection, and on a busy server
-            # several at once would make that first one arrive later. Placing it starts the
-            # rest (connect_placed).
-            return Plan(connects=self._start_connects(at_most=1))
+            return Plan(connects=self._start_connects())
+
+    def fill(self) -> Plan:
+        """After open() has its first connection: fill the pool to ``min_size``."""
+        with self.lock:
+            self._filling = True
+            return Plan(connects=self._start_connects())
 
     def close(self) -> Plan:
         """-> CLOSED: fail every waiter, close every idle connection. Connections in use are
@@ -578,9 +583,8 @@ class PoolState:
         self.wake_at = -math.inf  # until the housekeeper recomputes it
         self.cond.notify()
 
-    def _start_connects(self, at_most: int = MAX_PARALLEL_CONNECTS) -> int:
-        """How many connects to start now (and count them as in flight), never more than
-        ``at_most`` at once."""
+    def _start_connects(self) -> int:
+        """How many connects to start now (and count them as in flight)."""
         if self.phase != OPEN:
             return 0
         limits = self.limits
@@ -588,7 +592,9 @@ class PoolState:
         room = limits.max_size - total
         if room <= 0:
             return 0
-        below_min = limits.min_size - total
+        # Until fill(), one connection is the floor: open() waits for one, and on a busy
+        # server more connects at once would only make that one arrive later.
+        below_min = (limits.min_size if self._filling else min(limits.min_size, 1)) - total
         demand = len(self._waiters) - self.opening
         if self.failures:
             # Down: at most one attempt at a time. A borrower is a reason to try at once;
@@ -598,7 +604,7 @@ class PoolState:
                 return 0
             count = 1
         else:
-            count = min(max(below_min, demand, 0), room, at_most - self.opening)
+            count = min(max(below_min, demand, 0), room, MAX_PARALLEL_CONNECTS - self.opening)
             if count <= 0:
                 return 0
         self.opening += count

@@ -72,14 +72,14 @@ def open_connection(state: PoolState, connection_id: int) -> Entry:
     return entry
 
 
-def test_start_opens_one_then_fills_to_min_size_in_parallel_up_to_the_limit() -> None:
+def test_start_opens_one_then_fill_opens_min_size_in_parallel_up_to_the_limit() -> None:
     state, _ = make_state(min_size=5, max_size=10)
-    # one first (what open() waits for), alone so that it is not slowed by the others
+    # one first (what open() waits for), alone so that nothing slows it down
     assert state.start().connects == 1
-    assert state.opening == 1
     open_connection(state, 1)
-    # placing it starts the rest, within the parallel limit
-    assert state.opening == MAX_PARALLEL_CONNECTS
+    assert state.opening == 0
+    # then the rest, within the parallel limit; each placement starts what is still missing
+    assert state.fill().connects == MAX_PARALLEL_CONNECTS
     for number in range(MAX_PARALLEL_CONNECTS):
         open_connection(state, number + 2)
     assert state.size == 1 + MAX_PARALLEL_CONNECTS
