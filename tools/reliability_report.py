@@ -32,7 +32,8 @@ application name (counted with `psql` on the server, not through the library). B
 for the test to pass. Times are wall-clock seconds on the machine below.
 """
 
-UNITS = {"_s": " s", "_ms": " ms"}
+#: Measure-name suffixes and their units, the longer first ("ops_per_s" is a rate).
+UNITS = {"_per_s": "/s", "_ms": " ms", "_s": " s"}
 
 #: Groups in the order a reader wants them; others follow in the order they ran.
 GROUPS = [
@@ -46,6 +47,7 @@ def _measure(key: str, value: Any) -> str:
     for suffix, text in UNITS.items():
         if key.endswith(suffix):
             key, unit = key[: -len(suffix)], text
+            break
     return f"{key.replace('_', ' ')} {value}{unit}"
 
 
