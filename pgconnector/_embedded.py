@@ -11,6 +11,16 @@ PostgreSQL ``bin`` directory named by ``PGCONNECTOR_PG_BIN``::
         dsn = server.dsn()                  # postgresql://postgres:...@127.0.0.1:PORT/postgres
         server.admin_execute("CREATE TABLE t (x int)")
 
+For failover tests, :meth:`EmbeddedServer.create_standby` makes a streaming hot standby of a
+running server (a ``pg_basebackup`` copy, optionally synchronous), :meth:`EmbeddedServer.promote`
+turns a standby into a primary, and :meth:`EmbeddedServer.wait_for_standby_replay` waits until a
+standby has caught up::
+
+    with EmbeddedServer() as primary:
+        standby = primary.create_standby(synchronous=True)
+        primary.stop("fast")
+        standby.promote()
+
 The server is stopped and its directories removed on :meth:`EmbeddedServer.cleanup`, when the
 ``with`` block ends, when the object is garbage collected, at interpreter exit, and, through a
 small watchdog process, even when the Python process is killed.
@@ -32,6 +42,7 @@ import contextlib
 import grp
 import hashlib
 import importlib.util
+import math
 import os
 import pwd
 import re
@@ -71,6 +82,12 @@ _MAX_SOCKET_PATH = 100
 _START_ATTEMPTS = 3
 _PG_CTL_WAIT_SECONDS = 30
 _LOG_TAIL_LINES = 40
+_BASEBACKUP_TIMEOUT = 120
+_REPLICATION_WAIT_SECONDS = 30
+_POLL_INTERVAL = 0.02
+# Settings a base backup copies from the primary's postgresql.auto.conf that would make the new
+# server wait for standbys of its own once promoted; it starts with none.
+_PRIMARY_ONLY_SETTINGS = frozenset({"synchronous_standby_names", "synchronous_commit"})
 
 
 class EmbeddedServerError(RuntimeError):
@@ -415,6 +432,18 @@ def _quote_conf(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def _synchronous_standby_names(names: Sequence[str]) -> str:
+    """A ``synchronous_standby_names`` value under which commits wait for all of *names*."""
+    quoted = ", ".join('"' + name.replace('"', '""') + '"' for name in names)
+    return quoted if len(names) <= 1 else f"FIRST {len(names)} ({quoted})"
+
+
+def _conf_line_key(line: str) -> str | None:
+    """The lower-cased setting name a ``postgresql.conf`` line assigns, if any."""
+    match = re.match(r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(=|\s)", line)
+    return match.group(1).lower() if match else None
+
+
 def _quote_conninfo(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -543,6 +572,15 @@ class _State:
     bootstrapped: bool = False
     done: bool = False
     watchdog: subprocess.Popen[bytes] | None = None
+
+
+@dataclass(frozen=True)
+class _StandbySource:
+    """Where a standby made by :meth:`EmbeddedServer.create_standby` copies its data from."""
+
+    host: str
+    port: int
+    application_name: str
 
 
 _live_states: set[_State] = set()
@@ -712,6 +750,10 @@ class EmbeddedServer:
             if path is not None and not path.is_file():
                 raise ValueError(f"SSL file not found: {path}")
         self._log_statements = log_statements
+        # Set by create_standby() on the server it returns: start() then copies the primary.
+        self._standby_source: _StandbySource | None = None
+        # application_names of this server's synchronous standbys, as configured by us.
+        self._sync_standbys: list[str] = []
         self._state = _State(
             source_bin_dir=find_bin_dir(bin_dir),
             base_dir=Path(base_dir).absolute() if base_dir is not None else None,
@@ -950,6 +992,10 @@ class EmbeddedServer:
             )
         return result.stdout.rstrip("\n")
 
+    def is_in_recovery(self) -> bool:
+        """Whether the server is a standby (``pg_is_in_recovery()``)."""
+        return self.admin_execute("SELECT pg_is_in_recovery()") == "t"
+
     def pg_stat_activity_count(self, application_name: str | None = None) -> int:
         """Count client connections (other than this query's), optionally by application."""
         where = self._backend_filter(application_name)
@@ -978,10 +1024,251 @@ class EmbeddedServer:
             where += f" AND application_name = {_quote_literal(application_name)}"
         return where
 
+    # ---------------------------------------------------------------- replication
+
+    @property
+    def standby_name(self) -> str | None:
+        """The application_name this server streams WAL under, if :meth:`create_standby` made it.
+
+        It is what ``pg_stat_replication.application_name`` on the primary shows and what
+        ``synchronous_standby_names`` names. Kept after :meth:`promote`.
+        """
+        source = self._standby_source
+        return source.application_name if source is not None else None
+
+    def create_standby(
+        self,
+        *,
+        synchronous: bool = False,
+        settings: Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> EmbeddedServer:
+        """Make a streaming hot standby of this running server, and return it started.
+
+        The standby is a new server (same user, password and database; its own directories
+        and port) whose data directory is a ``pg_basebackup -R -X stream`` copy of this one. It
+        gets this server's *settings* updated with *settings*, and is stopped and removed like
+        any other (:meth:`cleanup`, finalizer, watchdog). The primary's own cleanup does not
+        touch it.
+
+        With *synchronous*, this server is reconfigured (``ALTER SYSTEM`` + reload) so that
+        commits wait for the standby: ``synchronous_standby_names`` names it (with every
+        synchronous standby made before, all of which must confirm) and
+        ``synchronous_commit`` is ``on``. The call returns once ``pg_stat_replication`` shows
+        it ``sync`` and ``streaming``, and the setting is in force for new commits. A commit
+        then returns once the standby has flushed it (it survives a failover), not necessarily
+        replayed it: for read-your-writes on the standby use :meth:`wait_for_standby_replay`
+        or ``SET synchronous_commit = remote_apply``. Commits here block while that standby is
+        down (a fast or immediate stop of this server still ends them). Without
+        *synchronous*, the call returns once the standby is streaming.
+
+        A standby of a standby needs ``full_page_writes = on`` (off by default here) on the
+        primary; pg_basebackup refuses otherwise.
+
+        Raises :class:`EmbeddedServerError` (after removing the half-made standby) if the base
+        backup, the start or the wait (30 s) fails.
+        """
+        if not self.is_running():
+            raise EmbeddedServerError("create_standby() needs a running server")
+        if not os.access(self.bin_dir / "pg_basebackup", os.X_OK):
+            raise EmbeddedServerError(
+                f"No pg_basebackup in {self.bin_dir}; a standby needs a complete PostgreSQL "
+                f"installation (`{_INSTALL_HINT}`)."
+            )
+        if synchronous and self.is_in_recovery():
+            raise EmbeddedServerError(
+                "a synchronous standby needs a primary; this server is itself in recovery"
+            )
+        standby = EmbeddedServer(
+            user=self._user,
+            password=self._password,
+            database=self._database,
+            port=port,
+            settings={**self._settings, **(settings or {})},
+            bin_dir=self._state.source_bin_dir,
+            base_dir=self._state.base_dir,
+            log_statements=self._log_statements,
+        )
+        # The certificate and key come with the base backup; this only makes the standby's
+        # pgconnector.conf turn ssl on like the primary's.
+        standby._ssl_files = dict(self._ssl_files)
+        name = f"pgconnector_standby_{secrets.token_hex(4)}"
+        standby._standby_source = _StandbySource(_HOST, self.port, name)
+        previous_sync = list(self._sync_standbys)
+        try:
+            standby.start()
+            if synchronous:
+                self._set_synchronous_standbys([*previous_sync, name])
+            self._wait_for_walsender(standby, synchronous)
+        except BaseException:
+            try:
+                if self._sync_standbys != previous_sync and self.is_running():
+                    # Else commits here would wait forever for a standby that is gone. The
+                    # original error is the one to report.
+                    with contextlib.suppress(EmbeddedServerError):
+                        self._set_synchronous_standbys(previous_sync)
+            finally:
+                standby.cleanup()
+            raise
+        return standby
+
+    def promote(self, timeout: float = 30.0) -> None:
+        """Promote this standby to a primary (``pg_ctl promote -w``) and check it took effect.
+
+        Raises :class:`EmbeddedServerError` with pg_ctl's message (say, "server is not in
+        standby mode") and the end of the server log if it fails or takes over *timeout* s.
+        """
+        state = self._state
+        with state.lock:
+            if not self.is_running():
+                raise EmbeddedServerError("the server is not running")
+            assert state.bin_dir is not None
+            assert state.data_dir is not None
+            assert state.log_file is not None
+            deadline = time.monotonic() + timeout
+            result = _run(
+                [
+                    str(state.bin_dir / "pg_ctl"),
+                    "-D",
+                    str(state.data_dir),
+                    "-w",
+                    "-t",
+                    str(max(1, math.ceil(timeout))),
+                    "-s",
+                    "promote",
+                ],
+                account=state.account,
+                cwd=state.top_dir,
+                timeout=timeout + 15,
+            )
+            if result.returncode != 0:
+                raise EmbeddedServerError(
+                    f"pg_ctl promote failed (exit {result.returncode}): "
+                    f"{result.stderr.strip()}\n--- server log ---\n{_log_tail(state.log_file)}"
+                )
+            # pg_ctl -w has seen postmaster.pid say "ready"; make sure SQL agrees.
+            while self.is_in_recovery():
+                if time.monotonic() > deadline:
+                    raise EmbeddedServerError(
+                        f"the server is still in recovery {timeout:g} s after pg_ctl promote"
+                        f"\n--- server log ---\n{_log_tail(state.log_file)}"
+                    )
+                time.sleep(_POLL_INTERVAL)
+
+    def wait_for_standby_replay(self, standby: EmbeddedServer, timeout: float = 10.0) -> None:
+        """Wait until *standby* has replayed all WAL this server had written when called.
+
+        Everything committed here before the call (also with ``synchronous_commit = off``) is
+        then visible on *standby*. Raises :class:`EmbeddedServerError` if *standby* is not in
+        recovery, or has not caught up within *timeout* seconds.
+        """
+        target = self._replay_target()
+        deadline = time.monotonic() + timeout
+        query = (
+            "SELECT pg_is_in_recovery(), "
+            f"coalesce(pg_last_wal_replay_lsn() >= {_quote_literal(target)}::pg_lsn, false), "
+            "coalesce(pg_last_wal_replay_lsn()::text, 'none')"
+        )
+        while True:
+            in_recovery, caught_up, replayed = standby.admin_execute(query).split("|")
+            if in_recovery != "t":
+                raise EmbeddedServerError(
+                    f"the server on port {standby.port} is not a standby (not in recovery)"
+                )
+            if caught_up == "t":
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"the standby on port {standby.port} replayed WAL up to {replayed} but not "
+                    f"to {target} (the primary's, on port {self.port}) within {timeout:g} s"
+                )
+            time.sleep(_POLL_INTERVAL)
+
+    def _replay_target(self) -> str:
+        """The WAL position a standby must replay to see everything done here so far.
+
+        ``pg_current_wal_lsn()`` alone would miss commits made with ``synchronous_commit =
+        off`` (the default here) still in WAL buffers, and the insert position may be a record
+        nobody flushes soon (an open transaction's). So commit a transaction with a local flush,
+        which writes out all WAL before it, and take the flush position after it. Only a
+        transaction that wrote WAL flushes at commit, hence the (transactional) logical
+        message; it is invisible to SQL. On a standby (cascading), what it has replayed.
+        """
+        return self.admin_execute(
+            "SELECT pg_is_in_recovery() AS in_recovery \\gset\n"
+            "\\if :in_recovery\n"
+            "SELECT pg_last_wal_replay_lsn();\n"
+            "\\else\n"
+            "SET synchronous_commit = local;\n"
+            "DO $$ BEGIN PERFORM pg_logical_emit_message(true, 'pgconnector', 'replay'); END $$;\n"
+            "SELECT pg_current_wal_flush_lsn();\n"
+            "\\endif\n"
+        )
+
+    def _set_synchronous_standbys(self, names: Sequence[str]) -> None:
+        """Make commits here wait for all of *names* (none: stop waiting); takes effect now."""
+        if names:
+            value = _synchronous_standby_names(names)
+            sql = (
+                f"ALTER SYSTEM SET synchronous_standby_names = {_quote_literal(value)};\n"
+                "ALTER SYSTEM SET synchronous_commit = 'on';\n"
+            )
+        else:
+            sql = (
+                "ALTER SYSTEM RESET synchronous_standby_names;\n"
+                "ALTER SYSTEM RESET synchronous_commit;\n"
+            )
+        self.admin_execute(sql + "SELECT pg_reload_conf();")
+        self._sync_standbys = list(names)
+
+    def _wait_for_walsender(self, standby: EmbeddedServer, synchronous: bool) -> None:
+        """Wait until *standby* streams from this server (as a ``sync`` standby if asked)."""
+        name = standby.standby_name
+        assert name is not None
+        expected_setting = _synchronous_standby_names(self._sync_standbys)
+        want = "streaming sync" if synchronous else "streaming"
+        query = (
+            "SELECT coalesce((SELECT state || ' ' || sync_state FROM pg_stat_replication "
+            f"WHERE application_name = {_quote_literal(name)} LIMIT 1), 'absent'), "
+            "current_setting('synchronous_standby_names')"
+        )
+        deadline = time.monotonic() + _REPLICATION_WAIT_SECONDS
+        while True:
+            status, setting = self.admin_execute(query).split("|", 1)
+            # A new connection showing the new setting means the postmaster has reloaded and
+            # signalled its children (the walsender's sync state needs that too).
+            if synchronous and status == want and setting == expected_setting:
+                break
+            if not synchronous and status.startswith(want):
+                break
+            if time.monotonic() > deadline:
+                assert standby._state.log_file is not None
+                raise EmbeddedServerError(
+                    f"the standby on port {standby.port} is not {want!r} after "
+                    f"{_REPLICATION_WAIT_SECONDS} s (pg_stat_replication says {status!r})\n"
+                    f"--- standby log ---\n{_log_tail(standby._state.log_file)}"
+                )
+            time.sleep(_POLL_INTERVAL)
+        if synchronous:
+            # Whether a commit waits is decided by a flag the checkpointer sets when it
+            # reloads, which pg_stat_replication does not show. The checkpointer handles a
+            # pending reload before it starts a requested checkpoint, so once CHECKPOINT returns
+            # the next commit waits for the standby.
+            self.admin_execute("CHECKPOINT")
+
     # ---------------------------------------------------------------- internals
 
     def _initialize(self) -> None:
-        """Create the directories and run initdb."""
+        """Create the directories, then the cluster: initdb, or a base backup for a standby."""
+        self._make_directories()
+        if self._standby_source is None:
+            self._run_initdb()
+        else:
+            self._run_basebackup(self._standby_source)
+        self._state.initialized = True
+
+    def _make_directories(self) -> None:
+        """Create the top, data, socket and log directories and arm the watchdog."""
         state = self._state
         if state.top_dir is not None:
             # An earlier start() failed half-way (initdb error...): begin again from scratch.
@@ -1022,6 +1309,12 @@ class EmbeddedServer:
         state.log_file = log_dir / "postgresql.log"
         self._spawn_watchdog()
 
+    def _run_initdb(self) -> None:
+        state = self._state
+        top, data_dir, account = state.top_dir, state.data_dir, state.account
+        assert top is not None
+        assert data_dir is not None
+        assert state.bin_dir is not None
         pwfile = top / "pwfile"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -1063,7 +1356,62 @@ class EmbeddedServer:
         with (data_dir / "postgresql.conf").open("a", encoding="utf-8") as fh:
             fh.write("\n# Added by pgconnector._embedded; see that file.\n")
             fh.write("include 'pgconnector.conf'\n")
-        state.initialized = True
+
+    def _run_basebackup(self, source: _StandbySource) -> None:
+        """Fill the data directory with ``pg_basebackup -R`` from a running primary.
+
+        The copy brings the primary's configuration (pg_hba.conf, the include of
+        pgconnector.conf, SSL files), its roles and databases; ``-R`` adds standby.signal and a
+        primary_conninfo carrying *source*'s application_name.
+        """
+        state = self._state
+        assert state.bin_dir is not None
+        assert state.data_dir is not None
+        conninfo = " ".join(
+            f"{key}={_quote_conninfo(value)}"
+            for key, value in (
+                ("host", source.host),
+                ("port", str(source.port)),
+                ("user", self._user),
+                ("application_name", source.application_name),
+                ("connect_timeout", "10"),
+                ("sslmode", "disable"),
+            )
+        )
+        result = _run(
+            [
+                str(state.bin_dir / "pg_basebackup"),
+                "-D",
+                str(state.data_dir),
+                "-d",
+                conninfo,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+                "--no-manifest",
+                "-w",
+            ],
+            account=state.account,
+            cwd=state.top_dir,
+            # The environment rather than argv: /proc/PID/cmdline is world-readable, environ
+            # is not.
+            env=_child_env({"PGPASSWORD": self._password}),
+            timeout=_BASEBACKUP_TIMEOUT,
+        )
+        if result.returncode != 0:
+            raise EmbeddedServerError(
+                f"pg_basebackup from {source.host}:{source.port} failed "
+                f"(exit {result.returncode}):\n{(result.stdout + result.stderr).strip()}"
+            )
+        auto_conf = state.data_dir / "postgresql.auto.conf"
+        lines = auto_conf.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _conf_line_key(line) not in _PRIMARY_ONLY_SETTINGS]
+        self._install_data_file(auto_conf.name, "".join(kept).encode())
+        # The databases came with the copy, and a standby could not create them anyway.
+        state.bootstrapped = True
 
     def _install_data_file(self, name: str, content: bytes) -> None:
         """Write a file into the data directory, owned by the server user, mode 0600."""
