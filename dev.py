@@ -68,6 +68,37 @@ def sync(uv: str) -> None:
         sys.exit(code)
 
 
+def ensure_pgbouncer() -> None:
+    """Install pgbouncer for the PgBouncer tests when it is missing and we can: as root, with
+    apt-get. Otherwise those tests skip, saying why."""
+    if shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer"):
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    log("installing pgbouncer with apt-get (for tests/scale/test_pgbouncer.py)")
+    code = subprocess.run(["sh", "-c", APT_INSTALL_PGBOUNCER], check=False).returncode
+    if code != 0:
+        if os.environ.get("PGCONNECTOR_REQUIRE_PGBOUNCER") == "1":
+            sys.exit(f"dev.py: installing pgbouncer failed (exit {code})")
+        log(f"installing pgbouncer failed (exit {code}); the PgBouncer tests will skip")
+
+
+# policy-rc.d exit 101 keeps the package's postinst from starting a system pgbouncer (or
+# failing where there is no init system); an existing policy file is left as it is.
+APT_INSTALL_PGBOUNCER = r"""
+set -e
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+"""
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
@@ -82,6 +113,7 @@ def main(argv: list[str]) -> int:
         return run(uv, "run", "--no-sync", "pgconnector", "demo", *rest)
     if command == "test":
         sync(uv)
+        ensure_pgbouncer()
         os.environ.setdefault("PGCONNECTOR_RELIABILITY_JSON", str(RESULTS))
         # Plain `pytest` leaves the soak out (pyproject addopts); the full suite has it.
         return run(uv, "run", "--no-sync", "pytest", "-m", "soak or not soak", *rest)

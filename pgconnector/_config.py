@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from ._dsn import (
     BACKEND_NAME,
+    LOAD_BALANCE_HOSTS,
     SSL_MODES,
     TARGET_SESSION_ATTRS,
     ParsedDSN,
@@ -25,6 +26,7 @@ from ._dsn import (
     scheme_backend,
     show,
 )
+from ._pgbouncer import check_config as check_pgbouncer_config
 from ._pgpass import lookup_password
 from ._redact import MASK, mask_secrets, redact, redact_dsn
 from .errors import ConfigError
@@ -38,14 +40,6 @@ __all__ = [
 ]
 
 RESET_MODES = ("transaction", "session")
-
-# Features whose config field exists but whose behaviour has not landed yet: a non-default
-# value is refused rather than silently ignored. Delete an entry when its feature ships.
-# field name -> the feature, as named in the error message
-NOT_YET_SUPPORTED: dict[str, str] = {
-    "target_session_attrs": "target_session_attrs (multi-host failover)",
-    "pgbouncer": "PgBouncer transaction-pooling mode",
-}
 
 # Debian, Ubuntu and their derivatives put the server's Unix socket here; where it does not
 # exist, TCP to localhost is the default every driver understands.
@@ -75,6 +69,17 @@ class ConnectParams:
     application_name: str | None
     server_settings: Mapping[str, str]
     options: Mapping[str, str]  # any other libpq keyword found in the DSN, passed through
+    #: Every server to try, in the DSN's order: ``(host, port)`` pairs, the first being
+    #: ``host``/``port``. More than one for a multi-host DSN (``host=a,b`` or ``//a:1,b:2/``).
+    endpoints: tuple[tuple[str, int], ...] = ()
+    #: libpq's ``target_session_attrs``: which of the servers is acceptable.
+    target_session_attrs: str = "any"
+    #: libpq's ``load_balance_hosts``: ``"random"`` tries the servers in a random order.
+    load_balance_hosts: str = "disable"
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            object.__setattr__(self, "endpoints", ((self.host, self.port),))
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ class PoolConfig:
         dsn = values.get("dsn")
         if isinstance(dsn, str):
             # Parsed here so that errors name the variable the DSN came from.
-            _check_dsn_features(parse_dsn(dsn, dsn_source), dsn_source)
+            parse_dsn(dsn, dsn_source)
         if "backend" not in values:
             backend = scheme_backend(dsn, dsn_source) if isinstance(dsn, str) else None
             if backend is None:
@@ -224,10 +229,48 @@ class PoolConfig:
         parsed = ParsedDSN() if self.dsn is None else parse_dsn(self.dsn)
         env = _PgEnv.read(os.environ)
 
-        # Multi-host DSNs parse, but until multi-host support lands the first host (and the
-        # port that goes with it) is the one used.
-        host = _first(self.host) or parsed.first_host or env.host or _default_host()
-        port = self.port or parsed.first_port or env.port or _DEFAULT_PORT
+        # libpq takes the host list and the port list each from the first source that has
+        # one, then pairs them: one port for every host, or a single port for all of them.
+        hosts = (
+            _split(self.host)
+            or list(parsed.hosts)
+            or _split(env.host)
+            or [""]
+        )
+        ports: list[int | None]
+        if self.port is not None:
+            ports = [self.port]
+        else:
+            # A URI whose hosts carry no port gives no port list at all, as in libpq.
+            dsn_ports = list(parsed.ports) if any(parsed.ports) else []
+            env_ports = list(env.ports) if any(env.ports) else []
+            ports = dsn_ports or env_ports or [None]
+        if len(ports) not in (1, len(hosts)):
+            raise ConfigError(
+                f"{len(ports)} ports for {len(hosts)} hosts: give one port for every host, or a "
+                "single port for all of them",
+                field="port",
+            )
+        if len(ports) == 1:
+            ports = ports * len(hosts)
+        default_host = _default_host()
+        endpoints = tuple(
+            (entry or default_host, number or _DEFAULT_PORT)
+            for entry, number in zip(hosts, ports, strict=True)
+        )
+        host, port = endpoints[0]
+        if len(endpoints) > 1 and "hostaddr" in parsed.options:
+            raise ConfigError(
+                "hostaddr cannot be combined with several hosts: list the addresses in host= "
+                "instead",
+                field="dsn",
+            )
+        target_session_attrs = self.target_session_attrs
+        if target_session_attrs == _DEFAULTS["target_session_attrs"]:
+            target_session_attrs = (
+                parsed.target_session_attrs or env.target_session_attrs or target_session_attrs
+            )
+        load_balance_hosts = parsed.load_balance_hosts or env.load_balance_hosts or "disable"
         user = self.user or parsed.user or env.user or _os_user()
         password = self.password if self.password is not None else parsed.password
         if password is None:
@@ -263,6 +306,9 @@ class PoolConfig:
             application_name=application_name,
             server_settings={**parsed.server_settings, **(self.server_settings or {})},
             options=dict(parsed.options),
+            endpoints=endpoints,
+            target_session_attrs=target_session_attrs,
+            load_balance_hosts=load_balance_hosts,
         )
 
     def safe_dsn(self) -> str:
@@ -303,13 +349,15 @@ class _PgEnv:
     """The libpq environment variables pgconnector honours, validated."""
 
     host: str | None = None
-    port: int | None = None
+    ports: tuple[int | None, ...] = ()
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     database: str | None = None
     sslmode: str | None = None
     application_name: str | None = None
     connect_timeout: float | None = None
+    target_session_attrs: str | None = None
+    load_balance_hosts: str | None = None
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> _PgEnv:
@@ -320,12 +368,27 @@ class _PgEnv:
             check_text(value, name, field=field)
             return value
 
-        port: int | None = None
+        numbers: tuple[int | None, ...] = ()
         ports = get("PGPORT", "port")
         if ports is not None:
             # PGPORT may list one port per PGHOST entry; all must be valid.
-            numbers = [parse_port(p, "PGPORT") if p.strip() else None for p in ports.split(",")]
-            port = numbers[0]
+            numbers = tuple(
+                parse_port(p, "PGPORT") if p.strip() else None for p in ports.split(",")
+            )
+        target = get("PGTARGETSESSIONATTRS", "target_session_attrs")
+        if target is not None and target not in TARGET_SESSION_ATTRS:
+            raise ConfigError(
+                f"PGTARGETSESSIONATTRS={show(target)} is not valid: use one of "
+                f"{', '.join(TARGET_SESSION_ATTRS)}",
+                field="target_session_attrs",
+            )
+        balance = get("PGLOADBALANCEHOSTS", "dsn")
+        if balance is not None and balance not in LOAD_BALANCE_HOSTS:
+            raise ConfigError(
+                f"PGLOADBALANCEHOSTS={show(balance)} is not valid: use one of "
+                f"{', '.join(LOAD_BALANCE_HOSTS)}",
+                field="dsn",
+            )
         sslmode = get("PGSSLMODE", "ssl")
         if sslmode is not None and sslmode not in SSL_MODES:
             raise ConfigError(
@@ -334,8 +397,8 @@ class _PgEnv:
             )
         timeout = get("PGCONNECT_TIMEOUT", "connect_timeout")
         return cls(
-            host=_first(get("PGHOST", "host")),
-            port=port,
+            host=get("PGHOST", "host"),
+            ports=numbers,
             user=get("PGUSER", "user"),
             password=get("PGPASSWORD", "password"),
             database=get("PGDATABASE", "database"),
@@ -344,14 +407,17 @@ class _PgEnv:
             connect_timeout=(
                 None if timeout is None else parse_seconds(timeout, "PGCONNECT_TIMEOUT")
             ),
+            target_session_attrs=target,
+            load_balance_hosts=balance,
         )
 
 
-def _first(hosts: str | None) -> str | None:
-    """The first entry of a libpq comma-separated host list; None if it is empty."""
-    if hosts is None:
-        return None
-    return hosts.split(",", 1)[0] or None
+def _split(hosts: str | None) -> list[str]:
+    """A libpq comma-separated host list (an empty entry means the default host); [] when
+    not given."""
+    if not hosts:
+        return []
+    return hosts.split(",")
 
 
 def _default_host() -> str:
@@ -440,25 +506,14 @@ def _validate(cfg: PoolConfig) -> None:
     _text(cfg, "application_name", empty_ok=True)
     _server_settings(cfg.server_settings)
 
-    for name, feature in NOT_YET_SUPPORTED.items():
-        if getattr(cfg, name) != _DEFAULTS[name]:
-            raise ConfigError(
-                f"{name}={getattr(cfg, name)!r}: {feature} is not yet supported; "
-                f"leave {name} at its default ({_DEFAULTS[name]!r})",
-                field=name,
-            )
     if cfg.dsn is not None:
-        _check_dsn_features(parse_dsn(cfg.dsn), "dsn")
-
-
-def _check_dsn_features(parsed: ParsedDSN, source: str) -> None:
-    attrs = parsed.target_session_attrs
-    if "target_session_attrs" in NOT_YET_SUPPORTED and attrs not in (None, "any"):
-        raise ConfigError(
-            f"{source}: target_session_attrs={attrs}: "
-            f"{NOT_YET_SUPPORTED['target_session_attrs']} is not yet supported; remove it "
-            "from the DSN",
-            field="dsn",
+        parse_dsn(cfg.dsn)
+    if cfg.pgbouncer:
+        parsed = ParsedDSN() if cfg.dsn is None else parse_dsn(cfg.dsn)
+        check_pgbouncer_config(
+            reset_on_release=cfg.reset_on_release,
+            server_settings={**parsed.server_settings, **(cfg.server_settings or {})},
+            options=parsed.options,
         )
 
 

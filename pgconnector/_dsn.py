@@ -23,6 +23,7 @@ from .errors import ConfigError
 __all__ = [
     "SSL_MODES",
     "TARGET_SESSION_ATTRS",
+    "LOAD_BALANCE_HOSTS",
     "BACKEND_NAME",
     "ParsedDSN",
     "parse_dsn",
@@ -37,6 +38,7 @@ __all__ = [
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TARGET_SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
+LOAD_BALANCE_HOSTS = ("disable", "random")
 
 BACKEND_NAME = re.compile(r"[a-z0-9_]+")
 
@@ -111,6 +113,7 @@ _MAPPED_KEYWORDS = frozenset(
         "connect_timeout",
         "application_name",
         "target_session_attrs",
+        "load_balance_hosts",
     }
 )
 
@@ -130,6 +133,7 @@ class ParsedDSN:
     connect_timeout: float | None = None
     application_name: str | None = None
     target_session_attrs: str | None = None
+    load_balance_hosts: str | None = None
     # "-c name=value" settings found in the libpq ``options`` keyword.
     server_settings: Mapping[str, str] = field(default_factory=dict)
     # Every other keyword, verbatim (including ``options`` when it is not just settings).
@@ -526,8 +530,10 @@ def _interpret(
     if "port" in params:
         ports = params["port"].split(",") if params["port"] else []
     hosts, ports = hosts or [], ports or []
-    n_hosts = max(1, len(hosts))
-    if len(ports) not in (0, 1, n_hosts):
+    # Checked here when the DSN lists hosts; a port list meant for hosts given elsewhere (the
+    # host field, PGHOST) is checked once they are known.
+    n_hosts = len(hosts)
+    if hosts and len(ports) not in (0, 1, n_hosts):
         raise ConfigError(
             f"{source}: {len(ports)} ports for {n_hosts} hosts: give one port for every "
             "host, or a single port for all of them",
@@ -557,6 +563,9 @@ def _interpret(
     target = get("target_session_attrs")
     if target is not None:
         _choice(target, f"{source}: target_session_attrs", TARGET_SESSION_ATTRS, "dsn")
+    balance = get("load_balance_hosts")
+    if balance is not None:
+        _choice(balance, f"{source}: load_balance_hosts", LOAD_BALANCE_HOSTS, "dsn")
     timeout = get("connect_timeout")
 
     options = {key: value for key, value in params.items() if key not in _MAPPED_KEYWORDS}
@@ -581,6 +590,7 @@ def _interpret(
         ),
         application_name=get("application_name"),
         target_session_attrs=target,
+        load_balance_hosts=balance,
         server_settings=settings,
         options=options,
         backend=backend,

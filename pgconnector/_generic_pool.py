@@ -60,6 +60,7 @@ from ._generic_state import (
     ThreadWaiter,
     Waiter,
 )
+from ._hosts import describe_endpoints
 from ._protocols import PoolHooks, QueryResult
 from ._redact import redact
 from .errors import ConnectionError, PoolTimeoutError
@@ -137,6 +138,10 @@ class RawConnection(Protocol):
         """Like :meth:`execute`; return the column names and decoded rows."""
         ...
 
+    def server_parameter(self, name: str) -> str | None:
+        """The value the server last reported for a run-time parameter, or None (no I/O)."""
+        ...
+
     def transaction_status(self) -> str:
         """:data:`IDLE`, :data:`IN_TRANSACTION`, :data:`IN_ERROR`, :data:`ACTIVE` or
         :data:`UNKNOWN`, from what the client knows: no round trip."""
@@ -177,7 +182,7 @@ class RawDriver(Protocol):
 
 def describe_target(params: ConnectParams) -> str:
     """``127.0.0.1:5432 (database 'app', user 'app')`` for error messages."""
-    return f"{params.host}:{params.port} (database {params.database!r}, user {params.user!r})"
+    return f"{describe_endpoints(params)} (database {params.database!r}, user {params.user!r})"
 
 
 # -- worker threads ------------------------------------------------------------------------
@@ -707,6 +712,10 @@ class PooledConnection:
         conn: RawConnection = self._entry.conn
         return self._core.run_op(self._entry, conn.fetch, sql, args)
 
+    def server_parameter(self, name: str) -> str | None:
+        conn: RawConnection = self._entry.conn
+        return conn.server_parameter(name)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._entry!r}>"
 
@@ -816,6 +825,10 @@ class AsyncPooledConnection:
     async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
         result: QueryResult = await self._run(self._entry.conn.fetch, sql, args)
         return result
+
+    def server_parameter(self, name: str) -> str | None:
+        conn: RawConnection = self._entry.conn
+        return conn.server_parameter(name)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         core = self._core

@@ -19,8 +19,9 @@ from ._acompat import Event, Lock, wait_event
 from ._client import Client
 from ._config import PoolConfig
 from ._events import EventName, Listener, LoggerLike
+from ._hosts import accepts, describe_state, open_budget, state_from_parameters
 from ._leaks import LeakDetector
-from ._protocols import PoolBackend
+from ._protocols import DriverConnection, PoolBackend
 from ._redact import redact
 from ._registry import resolve_backend
 from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
@@ -30,6 +31,8 @@ from .errors import ConfigError, ConnectionError, PgConnectorError, PoolTimeoutE
 __all__ = ["Borrow", "ConnectionManager", "ManagedPool", "check_pool"]
 
 NOT_CONNECTED = "Not connected to database. Call connect() first."
+# The target_session_attrs that a connected server can stop meeting.
+_CHECKED_ATTRS = frozenset({"read-write", "read-only", "primary", "standby"})
 
 
 class ManagedPool:
@@ -55,6 +58,11 @@ class ManagedPool:
         self._config = config
         self._secrets = secrets
         self._outstanding: set[Client] = set()
+        self._logger = logger
+        # Kept only for the requirements a server can stop meeting while connected (a primary
+        # fenced read-only, a standby promoted): connections are then retired, not reused.
+        want = config.connect_params().target_session_attrs
+        self._want = want if want in _CHECKED_ATTRS else None
         self._closing = False
         self._drained = Event()
         threshold = config.leak_detection_threshold
@@ -77,6 +85,8 @@ class ManagedPool:
         monitor.wait_started()
         try:
             conn = self.backend.acquire(wait)
+            if self._want is not None:
+                conn = self._matching(conn, wait)
         except PoolTimeoutError as exc:
             monitor.wait_timed_out()
             stats = monitor.snapshot()
@@ -121,8 +131,36 @@ class ManagedPool:
         self._monitor.released(conn.connection_id)
         if self._closing and not self._outstanding:
             self._drained.set()
+        discard = client._broken
+        if self._want is not None and not discard and self._mismatch(conn) is not None:
+            discard = True
         # Safe against cancellation: that is the backend's part of the contract.
-        self.backend.release(conn, discard=client._broken)
+        self.backend.release(conn, discard=discard)
+
+    def _mismatch(self, conn: DriverConnection) -> tuple[bool, bool] | None:
+        """The server's state, when the server reported it and it no longer matches
+        ``target_session_attrs`` (PostgreSQL 14+ reports a promotion or a reload that turns
+        ``default_transaction_read_only`` on as soon as the session next talks to it)."""
+        assert self._want is not None
+        state = state_from_parameters(conn.server_parameter)
+        if state is None or accepts(self._want, *state):
+            return None
+        return state
+
+    def _matching(self, conn: DriverConnection, wait: float) -> DriverConnection:
+        """Retire connections whose server no longer matches, borrowing others instead."""
+        deadline = time.monotonic() + wait
+        while (state := self._mismatch(conn)) is not None:
+            self._logger.warning(
+                "Retiring connection %d: its server is now %s, not %s as "
+                "target_session_attrs requires",
+                conn.connection_id,
+                describe_state(*state),
+                self._want,
+            )
+            self.backend.release(conn, discard=True)
+            conn = self.backend.acquire(max(deadline - time.monotonic(), 0.0))
+        return conn
 
     def close(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for checked-out clients, discard the rest, close the pool."""
@@ -191,12 +229,21 @@ def check_pool(
 
 def _select_one(pool: ManagedPool, timeout: float) -> None:
     client = pool.acquire(timeout)
+    state = None
     try:
         value = client.fetchval("SELECT 1")
+        if pool._want is not None:
+            state = pool._mismatch(client._conn)
     finally:
-        client.release()
+        client.release()  # retires the connection if its server no longer matches
     if value != 1:
         raise ConnectionError(f"health check query returned {value!r} instead of 1")
+    if state is not None:
+        raise ConnectionError(
+            f"the server is now {describe_state(*state)}, not {pool._want} as "
+            "target_session_attrs requires; the connection was retired, and the next borrow "
+            "connects to a server that matches"
+        )
 
 
 class ConnectionManager:
@@ -265,7 +312,7 @@ class ConnectionManager:
                 return self._pool
             backend_pool = self._plugin.create_pool(self._config, self._monitor)
             try:
-                backend_pool.open(self._config.connect_timeout)
+                backend_pool.open(open_budget(self._config.connect_params()))
             except Exception as exc:
                 error = exc
                 if not isinstance(exc, ConnectionError):

@@ -22,8 +22,9 @@ from ._acompat import AEvent, ALock, await_event
 from ._client_async import AsyncClient
 from ._config import PoolConfig
 from ._events import EventName, Listener, LoggerLike
+from ._hosts import accepts, describe_state, open_budget, state_from_parameters
 from ._leaks import LeakDetector
-from ._protocols import AsyncPoolBackend
+from ._protocols import AsyncDriverConnection, AsyncPoolBackend
 from ._redact import redact
 from ._registry import resolve_backend
 from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
@@ -37,6 +38,8 @@ from ._acompat import run_within
 __all__ = ["AsyncBorrow", "AsyncConnectionManager", "AsyncManagedPool", "check_pool"]
 
 NOT_CONNECTED = "Not connected to database. Call connect() first."
+# The target_session_attrs that a connected server can stop meeting.
+_CHECKED_ATTRS = frozenset({"read-write", "read-only", "primary", "standby"})
 
 
 class AsyncManagedPool:
@@ -62,6 +65,11 @@ class AsyncManagedPool:
         self._config = config
         self._secrets = secrets
         self._outstanding: set[AsyncClient] = set()
+        self._logger = logger
+        # Kept only for the requirements a server can stop meeting while connected (a primary
+        # fenced read-only, a standby promoted): connections are then retired, not reused.
+        want = config.connect_params().target_session_attrs
+        self._want = want if want in _CHECKED_ATTRS else None
         self._closing = False
         self._drained = AEvent()
         threshold = config.leak_detection_threshold
@@ -84,6 +92,8 @@ class AsyncManagedPool:
         monitor.wait_started()
         try:
             conn = await self.backend.acquire(wait)
+            if self._want is not None:
+                conn = await self._matching(conn, wait)
         except PoolTimeoutError as exc:
             monitor.wait_timed_out()
             stats = monitor.snapshot()
@@ -128,8 +138,36 @@ class AsyncManagedPool:
         self._monitor.released(conn.connection_id)
         if self._closing and not self._outstanding:
             self._drained.set()
+        discard = client._broken
+        if self._want is not None and not discard and self._mismatch(conn) is not None:
+            discard = True
         # Safe against cancellation: that is the backend's part of the contract.
-        await self.backend.release(conn, discard=client._broken)
+        await self.backend.release(conn, discard=discard)
+
+    def _mismatch(self, conn: AsyncDriverConnection) -> tuple[bool, bool] | None:
+        """The server's state, when the server reported it and it no longer matches
+        ``target_session_attrs`` (PostgreSQL 14+ reports a promotion or a reload that turns
+        ``default_transaction_read_only`` on as soon as the session next talks to it)."""
+        assert self._want is not None
+        state = state_from_parameters(conn.server_parameter)
+        if state is None or accepts(self._want, *state):
+            return None
+        return state
+
+    async def _matching(self, conn: AsyncDriverConnection, wait: float) -> AsyncDriverConnection:
+        """Retire connections whose server no longer matches, borrowing others instead."""
+        deadline = time.monotonic() + wait
+        while (state := self._mismatch(conn)) is not None:
+            self._logger.warning(
+                "Retiring connection %d: its server is now %s, not %s as "
+                "target_session_attrs requires",
+                conn.connection_id,
+                describe_state(*state),
+                self._want,
+            )
+            await self.backend.release(conn, discard=True)
+            conn = await self.backend.acquire(max(deadline - time.monotonic(), 0.0))
+        return conn
 
     async def close(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for checked-out clients, discard the rest, close the pool."""
@@ -205,12 +243,21 @@ async def check_pool(
 
 async def _select_one(pool: AsyncManagedPool, timeout: float) -> None:
     client = await pool.acquire(timeout)
+    state = None
     try:
         value = await client.fetchval("SELECT 1")
+        if pool._want is not None:
+            state = pool._mismatch(client._conn)
     finally:
-        await client.release()
+        await client.release()  # retires the connection if its server no longer matches
     if value != 1:
         raise ConnectionError(f"health check query returned {value!r} instead of 1")
+    if state is not None:
+        raise ConnectionError(
+            f"the server is now {describe_state(*state)}, not {pool._want} as "
+            "target_session_attrs requires; the connection was retired, and the next borrow "
+            "connects to a server that matches"
+        )
 
 
 class AsyncConnectionManager:
@@ -279,7 +326,7 @@ class AsyncConnectionManager:
                 return self._pool
             backend_pool = self._plugin.create_async_pool(self._config, self._monitor)
             try:
-                await backend_pool.open(self._config.connect_timeout)
+                await backend_pool.open(open_budget(self._config.connect_params()))
             except Exception as exc:
                 error = exc
                 if not isinstance(exc, ConnectionError):

@@ -90,6 +90,12 @@ class DriverConnection(Protocol):
         """Run one query; return its column names and decoded rows."""
         ...
 
+    def server_parameter(self, name: str) -> str | None:
+        """The value the server last reported for a run-time parameter (``ParameterStatus``:
+        ``in_hot_standby``, ``default_transaction_read_only``, ``server_version``, …), or
+        None if it never did. No I/O: the driver keeps what it was told."""
+        ...
+
 
 @runtime_checkable
 class AsyncDriverConnection(Protocol):
@@ -104,6 +110,8 @@ class AsyncDriverConnection(Protocol):
     async def execute(self, sql: str, args: Sequence[Any]) -> str: ...
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult: ...
+
+    def server_parameter(self, name: str) -> str | None: ...
 
 
 @runtime_checkable

@@ -28,7 +28,13 @@ from tests.facade import ManagerFacade, wrap_manager
 
 # Fixtures the backend-specific tests share (the TLS proxy and certificates, the silent server),
 # and the collection of fault-test results for RELIABILITY.md.
-pytest_plugins = ["tests.tls", "tests.backends.helpers", "tests.reliability"]
+pytest_plugins = [
+    "tests.tls",
+    "tests.backends.helpers",
+    "tests.reliability",
+    "tests.pgbouncer",
+    "tests.topology",
+]
 
 EXTERNAL_DSN_VAR = "PGCONNECTOR_TEST_DSN"
 PURE_PYTHON_VAR = "PGCONNECTOR_ASSERT_PURE_PYTHON"

@@ -548,8 +548,7 @@ async def test_dsn_keywords_reach_asyncpg(make: Any, pg_server: ServerInfo) -> N
 async def test_environment_cannot_override_what_the_core_resolved(
     make: Any, pg_server: ServerInfo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # Variables the core does not read: asyncpg would, if we let it.
-    monkeypatch.setenv("PGTARGETSESSIONATTRS", "standby")
+    # Variables the core resolves itself (or ignores): asyncpg would read them, if we let it.
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "missing"))
     monkeypatch.setenv("PGSSLMODE", "verify-full")  # overridden by the explicit ssl below
     m = make(min_size=1, ssl="disable")

@@ -110,7 +110,20 @@ def test_ssl_context_is_used_as_is_and_tls_is_required() -> None:
 
 def test_unix_socket_path() -> None:
     driver = Pg8000Driver(PoolConfig(host="/run/pg", port=5433))
-    assert driver._unix_path == "/run/pg/.s.PGSQL.5433"
+    assert driver._endpoints["/run/pg", 5433].unix_path == "/run/pg/.s.PGSQL.5433"
+
+
+def test_every_host_of_a_multi_host_dsn_gets_its_own_endpoint() -> None:
+    driver = Pg8000Driver(PoolConfig(dsn="host=/run/pg,db.example,10.0.0.1 port=5433,1,2"))
+    endpoints = list(driver._endpoints.values())
+    assert [(e.host, e.port) for e in endpoints] == [
+        ("/run/pg", 5433),
+        ("db.example", 1),
+        ("10.0.0.1", 2),
+    ]
+    assert [e.unix_path for e in endpoints] == ["/run/pg/.s.PGSQL.5433", None, None]
+    # SNI for a name, never for an address (libpq's sslsni rule), per server.
+    assert [e.server_hostname for e in endpoints] == [None, "db.example", None]
 
 
 # -- real server ----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_connect_kwargs_are_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     kwargs = connect_kwargs(config, config.connect_params())
     assert kwargs["host"] == "db.example"
-    assert kwargs["port"] == 6543
+    assert kwargs["port"] == "6543"
     assert kwargs["user"] == "app"
     assert kwargs["password"] == "s3cret"
     assert kwargs["dbname"] == "appdb"
@@ -57,10 +57,23 @@ def test_connect_kwargs_are_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kwargs["application_name"] == "my app"
     assert kwargs["sslrootcert"] == "/ca.pem"
     assert kwargs["target_session_attrs"] == "any"
+    assert kwargs["load_balance_hosts"] == "disable"
     options = kwargs["options"]
     assert options.startswith("-c work_mem=8MB -O")
     assert "-c search_path=a\\ b,c\\\\d" in options
     assert "-c statement_timeout=5s" in options
+
+
+def test_multi_host_lists_go_to_libpq_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PGHOST", "PGPORT", "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS"):
+        monkeypatch.delenv(name, raising=False)
+    config = PoolConfig(
+        dsn="postgresql://u@a:1,b,c:3/db?target_session_attrs=standby&load_balance_hosts=random"
+    )
+    kwargs = connect_kwargs(config, config.connect_params())
+    assert (kwargs["host"], kwargs["port"]) == ("a,b,c", "1,5432,3")
+    assert kwargs["target_session_attrs"] == "standby"
+    assert kwargs["load_balance_hosts"] == "random"
 
 
 def test_connect_timeout_granularity() -> None:

@@ -14,7 +14,6 @@ import pytest
 
 from pgconnector import _config
 from pgconnector._config import (
-    NOT_YET_SUPPORTED,
     ConnectParams,
     PoolConfig,
     development_pool_config,
@@ -238,40 +237,6 @@ def test_nul_and_lone_surrogates_are_config_errors(field: str, bad: str) -> None
 def test_nul_and_surrogates_in_server_settings(bad: str) -> None:
     config_error("server_settings", server_settings={"search_path": bad})
     config_error("server_settings", server_settings={bad: "x"})
-
-
-def test_not_yet_supported_fields_are_listed_in_one_place() -> None:
-    assert {"target_session_attrs", "pgbouncer"} == set(NOT_YET_SUPPORTED)
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("target_session_attrs", "read-write"),
-        ("target_session_attrs", "prefer-standby"),
-        ("pgbouncer", True),
-    ],
-)
-def test_not_yet_supported_fields_refuse_non_defaults(field: str, value: object) -> None:
-    error = config_error(field, **{field: value})
-    assert "not yet supported" in str(error)
-    assert NOT_YET_SUPPORTED[field] in str(error)
-
-
-def test_not_yet_supported_fields_accept_their_defaults() -> None:
-    cfg = PoolConfig(leak_detection_threshold=None, target_session_attrs="any", pgbouncer=False)
-    assert (
-        cfg.leak_detection_threshold,
-        cfg.target_session_attrs,
-        cfg.pgbouncer,
-    ) == (None, "any", False)
-
-
-def test_target_session_attrs_in_the_dsn_is_not_yet_supported() -> None:
-    with pytest.raises(ConfigError, match="not yet supported") as info:
-        PoolConfig(dsn="postgresql://h/db?target_session_attrs=read-write")
-    assert info.value.field == "dsn"
-    assert PoolConfig(dsn="host=h target_session_attrs=any").target_session_attrs == "any"
 
 
 def test_unknown_target_session_attrs_in_the_dsn_is_invalid() -> None:
@@ -807,8 +772,8 @@ def test_from_env_names_database_url_in_errors(monkeypatch: pytest.MonkeyPatch) 
         PoolConfig.from_env()
     assert info.value.field == "dsn"
     assert str(info.value).startswith("DATABASE_URL: port='notaport' is not a port number")
-    monkeypatch.setenv("DATABASE_URL", "postgresql://h/db?target_session_attrs=standby")
-    with pytest.raises(ConfigError, match=r"^DATABASE_URL: target_session_attrs=standby"):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://h/db?target_session_attrs=primaryy")
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL: target_session_attrs='primaryy'"):
         PoolConfig.from_env()
 
 
@@ -909,7 +874,7 @@ def test_connect_params_repr_hides_the_password() -> None:
         {"dsn": f"postgresql://app:{SECRET}@db:notaport/x"},
         {"dsn": f"postgresql://app:{SECRET}@db/x?sslmode=bogus"},
         {"dsn": f"postgresql://app:{SECRET}@db/x%zz"},
-        {"dsn": f"postgresql://app:{SECRET}@db/x?target_session_attrs=standby"},
+        {"dsn": f"postgresql://app:{SECRET}@db/x?target_session_attrs=standbyy"},
         {"dsn": f"host=db password={SECRET} sslmode=bogus"},
         {"dsn": f"host=db password='{SECRET}"},
         {"dsn": "host=db password=s3cr3t Pa55"},

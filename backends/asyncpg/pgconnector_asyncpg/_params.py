@@ -15,7 +15,8 @@ resolved is passed explicitly, and asyncpg reads no variable for it:
   file.
 * ``ssl``: the sslmode, or ``"prefer"`` (libpq's default) when none was given, so that
   ``PGSSLMODE`` is never consulted; an ``ssl.SSLContext`` is passed as it is.
-* ``target_session_attrs``: the config's value (so ``PGTARGETSESSIONATTRS`` is ignored).
+* ``target_session_attrs``: ``any``; the backend applies the resolved value itself, one server
+  at a time (see ``pgconnector._hosts``).
 * ``application_name`` and ``server_settings``: sent as startup parameters.
 
 What the core does not resolve (certificate files, Kerberos service name, TLS versions) is
@@ -40,6 +41,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pgconnector import ConfigError, ConnectParams, PoolConfig
+from pgconnector._hosts import describe_endpoints
 from pgconnector._redact import redact
 
 __all__ = [
@@ -75,8 +77,6 @@ _HARMLESS_VALUES: dict[str, tuple[str, ...] | None] = {
     "sslcertmode": ("allow",),
     # asyncio sends SNI for a TLS connection to a host name, as libpq's default does.
     "sslsni": ("1",),
-    # Every backend connects to the first host of a multi-host DSN; the order is moot.
-    "load_balance_hosts": None,
 }
 _UTF8 = ("utf8", "utf-8", "unicode")
 _KEEPALIVE_KEYWORDS = (
@@ -190,10 +190,18 @@ def connect_args(config: PoolConfig, params: ConnectParams) -> ConnectArgs:
         "database": params.database,
         "timeout": params.connect_timeout,
         "ssl": params.ssl_context if params.ssl_context is not None else params.sslmode or "prefer",
-        "target_session_attrs": config.target_session_attrs,
+        # The backend tries the servers of a multi-host DSN itself (libpq's rules).
+        "target_session_attrs": "any",
     }
     if params.password is not None:
         kwargs["password"] = params.password
+    if config.pgbouncer:
+        # No named (cached) prepared statements: behind transaction pooling the next
+        # statement may run on a server session that never saw them. Uncached statements are
+        # unnamed, and asyncpg sends their Parse/Describe with Flush, not Sync, so the Bind
+        # that follows stays on the same server session (PgBouncer switches sessions only
+        # at a ReadyForQuery outside a transaction).
+        kwargs["statement_cache_size"] = 0
 
     settings = dict(params.server_settings)
     application_name = params.application_name
@@ -262,7 +270,7 @@ def connect_args(config: PoolConfig, params: ConnectParams) -> ConnectArgs:
 
 def describe_target(params: ConnectParams) -> str:
     """``127.0.0.1:5432 (database 'app', user 'app')`` for error messages."""
-    return f"{params.host}:{params.port} (database {params.database!r}, user {params.user!r})"
+    return f"{describe_endpoints(params)} (database {params.database!r}, user {params.user!r})"
 
 
 def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:

@@ -65,6 +65,14 @@ import asyncpg.exceptions as pgexc
 from asyncpg.pool import PoolConnectionProxy
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
+from pgconnector._hosts import (
+    STATE_QUERY,
+    Attempt,
+    aconnect_first,
+    connect_plan,
+    open_budget,
+)
+from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
 
 from ._params import connect_args, describe_target, driver_message, jittered_lifetime
@@ -150,6 +158,16 @@ def _decode_uuid(data: bytes) -> uuid.UUID:
     # asyncpg's own decoder returns its faster UUID subclass; the other backends (and
     # type(value) is uuid.UUID checks) expect the standard class.
     return uuid.UUID(bytes=data)
+
+
+async def _read_state(con: TrackedConnection) -> tuple[bool, bool]:
+    row = await con.fetchrow(STATE_QUERY)
+    assert row is not None
+    return bool(row[0]), bool(row[1])
+
+
+def _terminate(con: TrackedConnection) -> None:
+    con.terminate()
 
 
 async def _no_reset(con: Any) -> None:
@@ -264,6 +282,10 @@ class AsyncpgConnection:
         # Row needs, and it builds its tuple from each record once (in C).
         return tuple(records[0].keys()), cast(Sequence[Sequence[Any]], records)
 
+    def server_parameter(self, name: str) -> str | None:
+        value = getattr(self._con.get_settings(), name, None)
+        return value if isinstance(value, str) else None
+
     def __repr__(self) -> str:
         state = "closed" if self._con.is_closed() else "open"
         return f"<{type(self).__name__} id={self._id} {state}>"
@@ -275,12 +297,15 @@ class AsyncpgPool:
     def __init__(self, config: PoolConfig, hooks: PoolHooks) -> None:
         params = config.connect_params()
         args = connect_args(config, params)  # ConfigError for a keyword asyncpg cannot honour
+        self._params = params
         self._config = config
         self._hooks = hooks
         self._secrets = (params.password, config.password, *args.secrets)
         self._target = describe_target(params)
         self._socket_options = args.socket_options
         self._connect_budget = params.connect_timeout
+        #: One whole connect: every server of a multi-host DSN gets connect_timeout.
+        self._open_budget = open_budget(params)
         self._session_reset = config.reset_on_release == "session"
         self._max_uses = config.max_uses
         self._max_lifetime = config.max_lifetime
@@ -415,7 +440,7 @@ class AsyncpgPool:
                 wait = None
             else:
                 remaining = deadline - monotonic()
-                wait = max(min(remaining, self._connect_budget) if self._down else remaining,
+                wait = max(min(remaining, self._open_budget) if self._down else remaining,
                            MIN_WAIT)
             try:
                 return await pool.acquire(timeout=wait)
@@ -544,8 +569,22 @@ class AsyncpgPool:
     async def _connect(self, *args: Any, **kwargs: Any) -> TrackedConnection:
         """asyncpg's ``connect=`` callable: opens and prepares one connection, and reports it."""
         con: TrackedConnection | None = None
+
+        async def open_one(attempt: Attempt) -> TrackedConnection:
+            options = {**kwargs, "host": attempt.host, "port": attempt.port}
+            return cast(TrackedConnection, await asyncpg.connect(*args, **options))
+
         try:
-            con = cast(TrackedConnection, await asyncpg.connect(*args, **kwargs))
+            # A multi-host DSN is tried here, one server at a time, rather than by asyncpg,
+            # whose rules differ from libpq's (see pgconnector._hosts).
+            con = await aconnect_first(
+                connect_plan(self._params),
+                open_one,
+                _read_state,
+                _terminate,
+                lambda exc: driver_message(exc, self._secrets),
+                self._params.target_session_attrs,
+            )
             await self._prepare(con)
         except BaseException as exc:
             if con is not None:
@@ -629,6 +668,8 @@ class AsyncpgPool:
         """The ConnectionError to raise when ``exc`` left the connection unusable, else None
         (an SQL error: re-raise it as it is)."""
         if not (adapter._con.is_closed() or _is_connection_failure(exc)):
+            if not self._config.pgbouncer:
+                add_pgbouncer_hint(exc, getattr(exc, "sqlstate", None))
             return None
         if not adapter.broken:
             adapter.broken = True

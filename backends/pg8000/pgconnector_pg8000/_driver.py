@@ -39,6 +39,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from time import monotonic
@@ -62,6 +63,7 @@ from pgconnector._generic_pool import (
     UNKNOWN,
     describe_target,
 )
+from pgconnector._hosts import STATE_QUERY, connect_first, connect_plan
 from pgconnector._protocols import QueryResult
 from pgconnector._redact import redact
 
@@ -113,10 +115,9 @@ _HONOURED = frozenset({
     "ssl_min_protocol_version",
     "ssl_max_protocol_version",
 })
-#: Keywords that change nothing here: obsolete (sslcompression), about GSSAPI, which pg8000
-#: does not speak, or about choosing among several hosts, of which the core passes one.
-_NO_EFFECT = frozenset({"sslcompression", "krbsrvname", "gsslib", "gssdelegation",
-                        "load_balance_hosts"})
+#: Keywords that change nothing here: obsolete (sslcompression), or about GSSAPI, which pg8000
+#: does not speak.
+_NO_EFFECT = frozenset({"sslcompression", "krbsrvname", "gsslib", "gssdelegation"})
 #: Keywords accepted only with the value(s) that describe what pg8000 does anyway.
 _ONLY = {
     "gssencmode": ("disable", "prefer"),
@@ -393,13 +394,20 @@ class Pg8000Raw:
     """The :class:`~pgconnector._generic_pool.RawConnection` over one
     :class:`Pg8000Connection`."""
 
-    __slots__ = ("_broken", "_busy", "_close_requested", "_conn", "_driver", "_lock",
-                 "_socket")
+    __slots__ = ("_broken", "_busy", "_close_requested", "_conn", "_driver", "_endpoint",
+                 "_lock", "_socket")
 
-    def __init__(self, conn: Pg8000Connection, sock: socket.socket, driver: Pg8000Driver) -> None:
+    def __init__(
+        self,
+        conn: Pg8000Connection,
+        sock: socket.socket,
+        driver: Pg8000Driver,
+        endpoint: _Endpoint,
+    ) -> None:
         self._conn = conn
         self._socket = sock
         self._driver = driver
+        self._endpoint = endpoint
         self._lock = threading.Lock()
         self._busy = False
         self._close_requested = False
@@ -408,6 +416,10 @@ class Pg8000Raw:
     @property
     def raw(self) -> Pg8000Connection:
         return self._conn
+
+    def server_parameter(self, name: str) -> str | None:
+        value = self._conn.parameter_statuses.get(name)
+        return value if isinstance(value, str) else None
 
     def execute(self, sql: str, args: Sequence[Any]) -> str:
         context = self._run(sql, args)
@@ -488,7 +500,7 @@ class Pg8000Raw:
             return
         # Best effort: otherwise the statement simply runs to its end.
         with contextlib.suppress(Exception):
-            self._driver.send_cancel(key)
+            self._driver.send_cancel(key, self._endpoint)
 
     def close(self) -> None:
         with self._lock:
@@ -544,11 +556,8 @@ class Pg8000Driver:
         self._target = describe_target(params)
         self._secrets = tuple(s for s in {params.password, config.password,
                                           options.get("sslpassword")} if s)
-        host = params.host
-        self._unix_path: str | None = None
-        if host.startswith("/"):
-            self._unix_path = os.path.join(host, f".s.PGSQL.{params.port}")
-        self._address = options.get("hostaddr") or host
+        self._hostaddr = options.get("hostaddr")
+        self._want = params.target_session_attrs
         self._keepalive = _socket_options(options)
         settings: dict[str, str] = {}
         if "client_encoding" in options:
@@ -566,12 +575,22 @@ class Pg8000Driver:
         else:
             self._sslmode = params.sslmode or "prefer"  # libpq's default
             self._context = build_ssl_context(self._sslmode, options, params)
+        self._sni = options.get("sslsni", "1") != "0"
+        self._endpoints = {
+            (host, port): self._endpoint(host, port) for host, port in params.endpoints
+        }
+
+    def _endpoint(self, host: str, port: int) -> _Endpoint:
+        unix_path = None
+        if host.startswith("/"):
+            unix_path = os.path.join(host, f".s.PGSQL.{port}")
         # The name sent as SNI (libpq: unless sslsni=0, and never for an address) and checked
         # against the certificate for verify-full.
-        self._server_hostname: str | None = None
+        server_hostname: str | None = None
         verify_name = self._context is not None and self._context.check_hostname
-        if verify_name or (options.get("sslsni", "1") != "0" and not _is_ip(host)):
-            self._server_hostname = host
+        if unix_path is None and (verify_name or (self._sni and not _is_ip(host))):
+            server_hostname = host
+        return _Endpoint(host, port, unix_path, self._hostaddr or host, server_hostname)
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -588,27 +607,40 @@ class Pg8000Driver:
         return describe_error(error)
 
     def connect(self, timeout: float) -> Pg8000Raw:
+        """Open one connection: to the first server of a multi-host DSN that accepts it and
+        matches ``target_session_attrs`` (libpq's rules, see :mod:`pgconnector._hosts`), each
+        tried within ``timeout``."""
+        return connect_first(
+            connect_plan(self._params),
+            lambda attempt: self._connect_to(self._endpoints[attempt.host, attempt.port], timeout),
+            _read_state,
+            _discard,
+            describe_error,
+            self._want,
+        )
+
+    def _connect_to(self, endpoint: _Endpoint, timeout: float) -> Pg8000Raw:
         deadline = monotonic() + timeout
         mode = self._sslmode
-        if self._unix_path is not None or mode == "disable" or self._context is None:
+        if endpoint.unix_path is not None or mode == "disable" or self._context is None:
             # libpq never negotiates TLS over a Unix socket either.
-            return self._attempt("off", deadline, timeout)
+            return self._attempt(endpoint, "off", deadline, timeout)
         if mode == "allow":
             try:
-                return self._attempt("off", deadline, timeout)
+                return self._attempt(endpoint, "off", deadline, timeout)
             except _Unreachable:
                 raise
             except (DatabaseError, InterfaceError):
                 # The server refused us (or hung up) in plaintext: try with TLS, as libpq does.
-                return self._attempt("required", deadline, timeout)
+                return self._attempt(endpoint, "required", deadline, timeout)
         if mode == "prefer":
             try:
-                return self._attempt("optional", deadline, timeout)
+                return self._attempt(endpoint, "optional", deadline, timeout)
             except (ssl.SSLError, DatabaseError):
                 # The TLS handshake failed, or the server refused us over TLS: try plaintext,
                 # as libpq does for sslmode=prefer.
-                return self._attempt("off", deadline, timeout)
-        return self._attempt("required", deadline, timeout)
+                return self._attempt(endpoint, "off", deadline, timeout)
+        return self._attempt(endpoint, "required", deadline, timeout)
 
     # internals --------------------------------------------------------------------------------
 
@@ -619,11 +651,15 @@ class Pg8000Driver:
             error,
         )
 
-    def _attempt(self, tls: str, deadline: float, timeout: float) -> Pg8000Raw:
-        sock = self._open_socket(deadline, timeout)
+    def _attempt(
+        self, endpoint: _Endpoint, tls: str, deadline: float, timeout: float
+    ) -> Pg8000Raw:
+        sock = self._open_socket(endpoint, deadline, timeout)
         try:
             if tls != "off":
-                sock = self._negotiate_tls(sock, tls == "required", deadline, timeout)
+                sock = self._negotiate_tls(
+                    sock, endpoint.server_hostname, tls == "required", deadline, timeout
+                )
             sock.settimeout(_remaining(deadline, timeout))
             params = self._params
             try:
@@ -645,29 +681,30 @@ class Pg8000Driver:
             with contextlib.suppress(OSError):
                 sock.close()
             raise
-        return Pg8000Raw(conn, sock, self)
+        return Pg8000Raw(conn, sock, self, endpoint)
 
-    def _open_socket(self, deadline: float, timeout: float) -> socket.socket:
-        port = self._params.port
-        if self._unix_path is not None:
+    def _open_socket(self, endpoint: _Endpoint, deadline: float, timeout: float) -> socket.socket:
+        port = endpoint.port
+        if endpoint.unix_path is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.settimeout(_remaining(deadline, timeout))
-                sock.connect(self._unix_path)
+                sock.connect(endpoint.unix_path)
             except OSError as exc:
                 sock.close()
                 raise _Unreachable(
-                    f"could not connect to the Unix socket {self._unix_path}: {exc}"
+                    f"could not connect to the Unix socket {endpoint.unix_path}: {exc}"
                 ) from exc
             return sock
+        address = endpoint.address
         try:
-            sock = socket.create_connection((self._address, port), _remaining(deadline, timeout))
+            sock = socket.create_connection((address, port), _remaining(deadline, timeout))
         except TimeoutError as exc:
             raise _Unreachable(
-                f"timeout expired after {timeout:g} s connecting to {self._address}:{port}"
+                f"timeout expired after {timeout:g} s connecting to {address}:{port}"
             ) from exc
         except OSError as exc:
-            raise _Unreachable(f"could not connect to {self._address}:{port}: {exc}") from exc
+            raise _Unreachable(f"could not connect to {address}:{port}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for level, name, value in self._keepalive:
@@ -677,7 +714,12 @@ class Pg8000Driver:
         return sock
 
     def _negotiate_tls(
-        self, sock: socket.socket, required: bool, deadline: float, timeout: float
+        self,
+        sock: socket.socket,
+        server_hostname: str | None,
+        required: bool,
+        deadline: float,
+        timeout: float,
     ) -> socket.socket:
         context = self._context
         assert context is not None
@@ -690,19 +732,19 @@ class Pg8000Driver:
         except OSError as exc:
             raise InterfaceError("network error") from exc
         if answer == b"S":
-            return context.wrap_socket(sock, server_hostname=self._server_hostname)
+            return context.wrap_socket(sock, server_hostname=server_hostname)
         if answer == b"N":
             if required:
                 raise InterfaceError("the server does not support SSL, but SSL was required")
             return sock  # sslmode=prefer: go on in plaintext on the same socket
         raise InterfaceError(f"unexpected answer {answer!r} to the SSL request")
 
-    def send_cancel(self, key: bytes) -> None:
+    def send_cancel(self, key: bytes, endpoint: _Endpoint) -> None:
         """A CancelRequest for the backend identified by ``key`` (its pid and secret), over a
         new plaintext connection; returns once the server has handled it (closed it)."""
         budget = min(self._params.connect_timeout, 5.0)
         deadline = monotonic() + budget
-        sock = self._open_socket(deadline, budget)
+        sock = self._open_socket(endpoint, deadline, budget)
         try:
             sock.settimeout(_remaining(deadline, budget))
             sock.sendall(struct.pack("!ii", 16, _CANCEL_REQUEST_CODE) + key)
@@ -712,6 +754,26 @@ class Pg8000Driver:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._target} sslmode={self._sslmode}>"
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """One server of the (possibly multi-host) DSN, as the socket code needs it."""
+
+    host: str
+    port: int
+    unix_path: str | None  # the socket file, for a host that is a directory
+    address: str  # what to connect to: hostaddr if given, else the host
+    server_hostname: str | None  # SNI and the name verify-full checks; None for neither
+
+
+def _read_state(raw: Pg8000Raw) -> tuple[bool, bool]:
+    row = raw.fetch(STATE_QUERY, ())[1][0]
+    return bool(row[0]), bool(row[1])
+
+
+def _discard(raw: Pg8000Raw) -> None:
+    raw.close()
 
 
 class _Unreachable(InterfaceError):  # type: ignore[misc]

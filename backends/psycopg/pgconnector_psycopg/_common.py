@@ -29,6 +29,7 @@ from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import JsonbDumper
 
 from pgconnector import ConfigError, ConnectParams, PoolConfig
+from pgconnector._hosts import describe_endpoints
 from pgconnector._redact import redact
 
 __all__ = [
@@ -156,8 +157,9 @@ def connect_kwargs(config: PoolConfig, params: ConnectParams) -> dict[str, Any]:
     check_params(params)
     kwargs: dict[str, Any] = dict(params.options)
     kwargs.update(
-        host=params.host,
-        port=params.port,
+        # A multi-host DSN is libpq's (psycopg's) to try: lists in the same order.
+        host=",".join(host for host, _ in params.endpoints),
+        port=",".join(str(port) for _, port in params.endpoints),
         user=params.user,
         dbname=params.database,
         connect_timeout=libpq_connect_timeout(params.connect_timeout),
@@ -168,8 +170,8 @@ def connect_kwargs(config: PoolConfig, params: ConnectParams) -> dict[str, Any]:
         kwargs["sslmode"] = params.sslmode
     if params.application_name is not None:
         kwargs["application_name"] = params.application_name
-    if "target_session_attrs" not in kwargs:
-        kwargs["target_session_attrs"] = config.target_session_attrs
+    kwargs["target_session_attrs"] = params.target_session_attrs
+    kwargs["load_balance_hosts"] = params.load_balance_hosts
     if params.server_settings:
         # Ours go last: when a setting appears twice, the server keeps the last one.
         words = [kwargs.get("options") or "", settings_to_options(params.server_settings)]
@@ -211,7 +213,7 @@ def adapters() -> AdaptersMap:
 
 def describe_target(params: ConnectParams) -> str:
     """``127.0.0.1:5432 (database 'app', user 'app')`` for error messages."""
-    return f"{params.host}:{params.port} (database {params.database!r}, user {params.user!r})"
+    return f"{describe_endpoints(params)} (database {params.database!r}, user {params.user!r})"
 
 
 def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:

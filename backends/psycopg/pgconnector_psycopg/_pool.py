@@ -61,6 +61,8 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
 from pgconnector._acompat import Event, Lock, wait_event
+from pgconnector._hosts import connect_plan
+from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import DriverConnection, QueryResult
 
 from ._common import (
@@ -76,6 +78,7 @@ from ._common import (
     describe_target,
     driver_message,
     is_connection_broken,
+    libpq_connect_timeout,
     next_pool_name,
     ping_within,
     quiet_discard_warnings,
@@ -171,6 +174,9 @@ class PsycopgConnection:
         encoding = self._raw.info.encoding
         return [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)], rows
 
+    def server_parameter(self, name: str) -> str | None:
+        return self._raw.info.parameter_status(name)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self._id} {self._raw.info.status.name}>"
 
@@ -256,6 +262,14 @@ class PsycopgPool:
         self._max_uses = config.max_uses
         self._ping_after_idle = config.ping_after_idle
         self._connect_budget = params.connect_timeout
+        attempts = len(connect_plan(params))
+        #: For one whole connect: libpq gives each server of a multi-host DSN its own
+        #: connect_timeout (in whole seconds, at least 2).
+        self._open_budget = (
+            params.connect_timeout
+            if attempts == 1
+            else libpq_connect_timeout(params.connect_timeout) * attempts
+        )
 
         # Guards the few fields below that worker threads (sync) touch; never held across I/O.
         self._lock = threading.Lock()
@@ -307,6 +321,8 @@ class PsycopgPool:
         """Open the psycopg pool (without waiting for ``min_size``) and borrow and return one
         connection within ``timeout``; fail at the first failed connect attempt."""
         started = monotonic()
+        # libpq may take longer than the core's estimate: whole seconds, at least 2, per server.
+        timeout = max(timeout, self._open_budget)
         pool = self._pool
         try:
             pool.open(wait=False)
@@ -383,7 +399,7 @@ class PsycopgPool:
         pool = self._pool
         started = monotonic()
         failures = 0 if opening else self._failures
-        grace = timeout if opening else min(timeout, self._connect_budget)
+        grace = timeout if opening else min(timeout, self._open_budget)
         careful = opening or self._down
         elapsed = 0.0
         while True:
@@ -622,6 +638,8 @@ class PsycopgPool:
         """The ConnectionError to raise when ``exc`` left the connection unusable, else None
         (a SQL error: re-raise it as it is)."""
         if not is_connection_broken(adapter.raw, exc):
+            if not self._config.pgbouncer:
+                add_pgbouncer_hint(exc, exc.sqlstate)
             return None
         first = not adapter.broken
         adapter.broken = True

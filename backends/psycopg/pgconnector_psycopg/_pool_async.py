@@ -64,6 +64,8 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
 from pgconnector._acompat import AEvent, ALock, await_event
+from pgconnector._hosts import connect_plan
+from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
 
 from ._common import (
@@ -80,6 +82,7 @@ from ._common import (
     describe_target,
     driver_message,
     is_connection_broken,
+    libpq_connect_timeout,
     next_pool_name,
     quiet_discard_warnings,
     seconds_or_never,
@@ -178,6 +181,9 @@ class AsyncPsycopgConnection:
         encoding = self._raw.info.encoding
         return [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)], rows
 
+    def server_parameter(self, name: str) -> str | None:
+        return self._raw.info.parameter_status(name)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self._id} {self._raw.info.status.name}>"
 
@@ -217,7 +223,7 @@ class AsyncTrackedConnection(AsyncConnection[TupleRow]):
         # ASYNC
         # libpq only knows whole seconds (and at least 2); the float timeout is enforced here.
         # The sync pool cannot interrupt a blocking connect and relies on libpq's timeout.
-        budget = pool._connect_budget
+        budget = pool._open_budget
         try:
             return await asyncio.wait_for(super().connect(conninfo, **kwargs), budget)
         except asyncio.TimeoutError:
@@ -274,6 +280,14 @@ class AsyncPsycopgPool:
         self._max_uses = config.max_uses
         self._ping_after_idle = config.ping_after_idle
         self._connect_budget = params.connect_timeout
+        attempts = len(connect_plan(params))
+        #: For one whole connect: libpq gives each server of a multi-host DSN its own
+        #: connect_timeout (in whole seconds, at least 2).
+        self._open_budget = (
+            params.connect_timeout
+            if attempts == 1
+            else libpq_connect_timeout(params.connect_timeout) * attempts
+        )
 
         # Guards the few fields below that worker threads (sync) touch; never held across I/O.
         self._lock = threading.Lock()
@@ -329,6 +343,8 @@ class AsyncPsycopgPool:
         """Open the psycopg pool (without waiting for ``min_size``) and borrow and return one
         connection within ``timeout``; fail at the first failed connect attempt."""
         started = monotonic()
+        # libpq may take longer than the core's estimate: whole seconds, at least 2, per server.
+        timeout = max(timeout, self._open_budget)
         pool = self._pool
         try:
             await pool.open(wait=False)
@@ -405,7 +421,7 @@ class AsyncPsycopgPool:
         pool = self._pool
         started = monotonic()
         failures = 0 if opening else self._failures
-        grace = timeout if opening else min(timeout, self._connect_budget)
+        grace = timeout if opening else min(timeout, self._open_budget)
         careful = opening or self._down
         elapsed = 0.0
         while True:
@@ -660,6 +676,8 @@ class AsyncPsycopgPool:
         """The ConnectionError to raise when ``exc`` left the connection unusable, else None
         (a SQL error: re-raise it as it is)."""
         if not is_connection_broken(adapter.raw, exc):
+            if not self._config.pgbouncer:
+                add_pgbouncer_hint(exc, exc.sqlstate)
             return None
         first = not adapter.broken
         adapter.broken = True
