@@ -43,6 +43,9 @@ from ._registry import (
     register_backend,
     unregister_backend,
 )
+from ._router import ReadWriteRouter
+from ._router_async import AsyncReadWriteRouter
+from ._router_base import RouterStats, RouterStatus
 from ._row import Row
 from ._stats import ConnectionStatus, PoolStats
 from .errors import (
@@ -63,6 +66,8 @@ __all__ = [
     "AsyncConnectionManager",
     "ManagedPool",
     "AsyncManagedPool",
+    "ReadWriteRouter",
+    "AsyncReadWriteRouter",
     "Client",
     "AsyncClient",
     "Transaction",
@@ -77,6 +82,8 @@ __all__ = [
     # stats, health, events
     "PoolStats",
     "ConnectionStatus",
+    "RouterStats",
+    "RouterStatus",
     "PoolEvent",
     "EVENT_NAMES",
     "LoggerLike",

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES = {
     ROOT / "pgconnector" / "_pool_async.py": ROOT / "pgconnector" / "_pool.py",
     ROOT / "pgconnector" / "_client_async.py": ROOT / "pgconnector" / "_client.py",
+    ROOT / "pgconnector" / "_router_async.py": ROOT / "pgconnector" / "_router.py",
     ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_pool_async.py": (
         ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_pool.py"
     ),
@@ -29,6 +30,8 @@ FILES = {
 # Order matters: longer names before the names they contain.
 SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncConnectionManager\b", "ConnectionManager"),
+    (r"\bAsyncReadWriteRouter\b", "ReadWriteRouter"),
+    (r"\bAsyncRouterBorrow\b", "RouterBorrow"),
     (r"\bAsyncManagedPool\b", "ManagedPool"),
     (r"\bAsyncBorrow\b", "Borrow"),
     (r"\bAsyncClient\b", "Client"),
