@@ -5,7 +5,8 @@ libpq (and so psycopg) tries the servers of a multi-host DSN in order, each with
 ``load_balance_hosts=random`` shuffles the order first, and ``prefer-standby`` makes two
 passes: standbys only, then any server. asyncpg has its own variant that differs in details (one
 timeout for the whole list, a random pick for ``prefer-standby``), and pg8000 has none. The
-asyncpg and pg8000 backends therefore follow the plan made here, so that one DSN picks the same
+asyncpg and pg8000 backends therefore follow the plan made here (and choose with
+``_multihost.connect_first`` / ``_multihost_async.aconnect_first``), so that one DSN picks the same
 server on every backend; psycopg is left to libpq, and the tests check that they agree.
 
 A server's state is read with one query on the new connection, and only when the plan needs it
@@ -17,9 +18,8 @@ version and behind PgBouncer, which does not pass those on.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from ._config import ConnectParams
 
@@ -28,12 +28,12 @@ __all__ = [
     "Attempt",
     "NoMatchingServer",
     "accepts",
-    "aconnect_first",
-    "connect_first",
     "connect_plan",
     "describe_endpoints",
     "describe_state",
+    "give_up",
     "open_budget",
+    "rejection",
     "state_from_parameters",
 ]
 
@@ -43,9 +43,6 @@ STATE_QUERY = (
     "SELECT pg_catalog.pg_is_in_recovery(), "
     "pg_catalog.current_setting('transaction_read_only') = 'on'"
 )
-
-C = TypeVar("C")
-
 
 @dataclass(frozen=True)
 class Attempt:
@@ -121,95 +118,13 @@ def describe_endpoints(params: ConnectParams) -> str:
     return ",".join(str(Attempt(host, port, "any")) for host, port in params.endpoints)
 
 
-def _rejection(attempt: Attempt, state: tuple[bool, bool]) -> str:
+def rejection(attempt: Attempt, state: tuple[bool, bool]) -> str:
+    """Why a server that answered was not used."""
     return f"{attempt} is {describe_state(*state)}, not {attempt.want}"
 
 
-def _give_up(attempts: Sequence[Attempt], failures: list[str], want: str) -> NoMatchingServer:
+def give_up(attempts: Sequence[Attempt], failures: list[str], want: str) -> NoMatchingServer:
     return NoMatchingServer(
         f"no server matches target_session_attrs={want} among {len(attempts)} attempts: "
         + "; ".join(failures)
     )
-
-
-def connect_first(
-    attempts: Sequence[Attempt],
-    open_one: Callable[[Attempt], C],
-    read_state: Callable[[C], tuple[bool, bool]],
-    close: Callable[[C], None],
-    describe: Callable[[BaseException], str],
-    want: str,
-) -> C:
-    """Open the first acceptable connection of the plan.
-
-    With a single attempt that needs no check, ``open_one``'s error propagates unchanged.
-    Otherwise each failure is noted (``describe`` turns a driver error into a line) and the
-    next attempt made; when none succeeds, :class:`NoMatchingServer` lists them all, chained
-    to the last driver error.
-    """
-    if len(attempts) == 1 and attempts[0].want == "any":
-        return open_one(attempts[0])
-    failures: list[str] = []
-    last_error: BaseException | None = None
-    for attempt in attempts:
-        try:
-            conn = open_one(attempt)
-        except Exception as exc:
-            last_error = exc
-            failures.append(f"{attempt}: {describe(exc)}")
-            continue
-        if attempt.want == "any":
-            return conn
-        try:
-            state = read_state(conn)
-        except BaseException as exc:
-            close(conn)
-            if not isinstance(exc, Exception):
-                raise
-            last_error = exc
-            failures.append(f"{attempt}: {describe(exc)}")
-            continue
-        if accepts(attempt.want, *state):
-            return conn
-        close(conn)
-        failures.append(_rejection(attempt, state))
-    raise _give_up(attempts, failures, want) from last_error
-
-
-async def aconnect_first(
-    attempts: Sequence[Attempt],
-    open_one: Callable[[Attempt], Awaitable[C]],
-    read_state: Callable[[C], Awaitable[tuple[bool, bool]]],
-    close: Callable[[C], None],
-    describe: Callable[[BaseException], str],
-    want: str,
-) -> C:
-    """The async twin of :func:`connect_first` (``close`` stays synchronous: it only has to
-    drop a connection that is of no use, without waiting for the server)."""
-    if len(attempts) == 1 and attempts[0].want == "any":
-        return await open_one(attempts[0])
-    failures: list[str] = []
-    last_error: BaseException | None = None
-    for attempt in attempts:
-        try:
-            conn = await open_one(attempt)
-        except Exception as exc:
-            last_error = exc
-            failures.append(f"{attempt}: {describe(exc)}")
-            continue
-        if attempt.want == "any":
-            return conn
-        try:
-            state = await read_state(conn)
-        except BaseException as exc:
-            close(conn)
-            if not isinstance(exc, Exception):
-                raise
-            last_error = exc
-            failures.append(f"{attempt}: {describe(exc)}")
-            continue
-        if accepts(attempt.want, *state):
-            return conn
-        close(conn)
-        failures.append(_rejection(attempt, state))
-    raise _give_up(attempts, failures, want) from last_error

@@ -22,6 +22,7 @@ FILES = {
     ROOT / "pgconnector" / "_pool_async.py": ROOT / "pgconnector" / "_pool.py",
     ROOT / "pgconnector" / "_client_async.py": ROOT / "pgconnector" / "_client.py",
     ROOT / "pgconnector" / "_router_async.py": ROOT / "pgconnector" / "_router.py",
+    ROOT / "pgconnector" / "_multihost_async.py": ROOT / "pgconnector" / "_multihost.py",
     ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_pool_async.py": (
         ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_pool.py"
     ),
@@ -47,6 +48,8 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncRawCursor\b", "RawCursor"),
     (r"\bcreate_async_pool\b", "create_pool"),
     (r"\baping_within\b", "ping_within"),
+    (r"\baconnect_first\b", "connect_first"),
+    (r"\b_multihost_async\b", "_multihost"),
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\b_pool_async\b", "_pool"),
     (r"\b_client_async\b", "_client"),

@@ -17,13 +17,13 @@ from pgconnector._hosts import (
     Attempt,
     NoMatchingServer,
     accepts,
-    aconnect_first,
-    connect_first,
     connect_plan,
     describe_endpoints,
     open_budget,
     state_from_parameters,
 )
+from pgconnector._multihost import connect_first
+from pgconnector._multihost_async import aconnect_first
 
 ENV_VARS = ("DATABASE_URL", "PGHOST", "PGPORT", "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS")
 

@@ -65,13 +65,8 @@ import asyncpg.exceptions as pgexc
 from asyncpg.pool import PoolConnectionProxy
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
-from pgconnector._hosts import (
-    STATE_QUERY,
-    Attempt,
-    aconnect_first,
-    connect_plan,
-    open_budget,
-)
+from pgconnector._hosts import STATE_QUERY, Attempt, connect_plan, open_budget
+from pgconnector._multihost_async import aconnect_first
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
 
