@@ -48,6 +48,7 @@ from ._router_async import AsyncReadWriteRouter
 from ._router_base import RouterStats, RouterStatus
 from ._row import Row
 from ._stats import ConnectionStatus, PoolStats
+from ._version import __version__ as __version__
 from .errors import (
     BackendNotFoundError,
     ClientReleasedError,
@@ -57,8 +58,6 @@ from .errors import (
     PoolTimeoutError,
     UnsupportedBackendError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     # managers
