@@ -27,7 +27,9 @@ class AsyncClient:
     returned inside a transaction is rolled back before anyone else gets the connection.
     """
 
-    __slots__ = ("__weakref__", "_broken", "_conn", "_pool", "_released", "_tx_depth")
+    __slots__ = (
+        "__weakref__", "_broken", "_conn", "_granted", "_pool", "_released", "_tx_depth"
+    )
 
     def __init__(self, conn: AsyncDriverConnection, pool: AsyncManagedPool) -> None:
         self._conn = conn
@@ -35,6 +37,9 @@ class AsyncClient:
         self._released = False
         self._broken = False
         self._tx_depth = 0
+        # perf_counter() when the borrow was granted, only while metrics listen (else 0.0):
+        # the release then reports how long the connection was used.
+        self._granted = 0.0
 
     def _live(self) -> AsyncDriverConnection:
         if self._released:

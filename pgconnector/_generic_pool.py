@@ -45,7 +45,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from time import monotonic
+from time import monotonic, perf_counter
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ._config import ConnectParams, PoolConfig
@@ -469,6 +469,7 @@ class PoolCore:
     def _connect(self) -> None:
         state = self.state
         try:
+            started = perf_counter()
             try:
                 conn = self.driver.connect(self.connect_timeout)
             except Exception as exc:
@@ -484,7 +485,8 @@ class PoolCore:
                 with contextlib.suppress(Exception):
                     conn.close()
                 return
-            entry = state.new_entry(conn, self.hooks.connection_opened())
+            opened = self.hooks.connection_opened(perf_counter() - started)
+            entry = state.new_entry(conn, opened)
             self.run_plan(state.connect_placed(entry), inline=True)
         finally:
             self._done_pending()

@@ -82,6 +82,8 @@ class ManagedPool:
         """Borrow a client, waiting up to ``timeout`` (default: ``acquire_timeout``)."""
         wait = self._config.acquire_timeout if timeout is None else timeout
         monitor = self._monitor
+        # The clock is read only while a metrics sink listens: one attribute test otherwise.
+        started = time.perf_counter() if monitor.sinks else 0.0
         monitor.wait_started()
         try:
             conn = self.backend.acquire(wait)
@@ -110,6 +112,9 @@ class ManagedPool:
         client = Client(conn, self)
         self._outstanding.add(client)
         monitor.acquired(conn.connection_id)
+        if started:
+            client._granted = granted = time.perf_counter()
+            monitor.waited(granted - started)
         if self._leaks is not None:
             self._leaks.borrowed(client, conn.connection_id)
         return client
@@ -129,6 +134,8 @@ class ManagedPool:
         if self._leaks is not None:
             self._leaks.returned(client)
         self._monitor.released(conn.connection_id)
+        if client._granted:
+            self._monitor.used(time.perf_counter() - client._granted)
         if self._closing and not self._outstanding:
             self._drained.set()
         discard = client._broken

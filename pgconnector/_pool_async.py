@@ -89,6 +89,8 @@ class AsyncManagedPool:
         """Borrow a client, waiting up to ``timeout`` (default: ``acquire_timeout``)."""
         wait = self._config.acquire_timeout if timeout is None else timeout
         monitor = self._monitor
+        # The clock is read only while a metrics sink listens: one attribute test otherwise.
+        started = time.perf_counter() if monitor.sinks else 0.0
         monitor.wait_started()
         try:
             conn = await self.backend.acquire(wait)
@@ -117,6 +119,9 @@ class AsyncManagedPool:
         client = AsyncClient(conn, self)
         self._outstanding.add(client)
         monitor.acquired(conn.connection_id)
+        if started:
+            client._granted = granted = time.perf_counter()
+            monitor.waited(granted - started)
         if self._leaks is not None:
             self._leaks.borrowed(client, conn.connection_id)
         return client
@@ -136,6 +141,8 @@ class AsyncManagedPool:
         if self._leaks is not None:
             self._leaks.returned(client)
         self._monitor.released(conn.connection_id)
+        if client._granted:
+            self._monitor.used(time.perf_counter() - client._granted)
         if self._closing and not self._outstanding:
             self._drained.set()
         discard = client._broken

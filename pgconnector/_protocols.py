@@ -48,8 +48,12 @@ class PoolHooks(Protocol):
     The calls may come from any thread; they are cheap and never raise.
     """
 
-    def connection_opened(self) -> int:
-        """A new server connection is open and ready; returns the id to tag it with."""
+    def connection_opened(self, seconds: float | None = None) -> int:
+        """A new server connection is open and ready; returns the id to tag it with.
+
+        ``seconds`` is how long opening it took (``time.perf_counter()`` around the driver's
+        connect and whatever the backend does before the connection is usable), for the
+        ``db.client.connection.create_time`` metric; None when the backend cannot tell."""
         ...
 
     def connection_closed(self, connection_id: int, reason: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._events import EVENT_NAMES, EventName, Listener, PoolEvent
 from ._redact import redact
@@ -19,7 +19,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from ._events import LoggerLike
 
-__all__ = ["PoolStats", "ConnectionStatus", "PoolMonitor"]
+__all__ = ["PoolStats", "ConnectionStatus", "PoolMonitor", "TimingSink"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,27 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class TimingSink(Protocol):
+    """Receives the durations that only the pool's code path can measure, in seconds.
+
+    Attached with :meth:`PoolMonitor.add_sink` (the metrics integrations do that). Called from
+    whichever thread or task borrowed, released or opened the connection: implementations
+    must be thread-safe, quick, and must not block.
+    """
+
+    def wait_time(self, seconds: float) -> None:
+        """A borrow was granted after waiting this long (requested → granted)."""
+        ...
+
+    def use_time(self, seconds: float) -> None:
+        """A connection went back to the pool after being held this long."""
+        ...
+
+    def create_time(self, seconds: float) -> None:
+        """Opening one server connection took this long (as the backend measured it)."""
+        ...
+
+
 class PoolMonitor:
     """Counts what happens in one manager's pool and fires its events.
 
@@ -92,6 +113,40 @@ class PoolMonitor:
         self._opened = 0
         self._closed = 0
         self._leaks = 0
+        #: Who wants wait/use/create times. Empty, the usual case, means no clock is read on
+        #: the borrow path: the managed pool checks this one attribute. Replaced (copy on
+        #: write, under the lock) rather than mutated, so readers never need the lock.
+        self.sinks: tuple[TimingSink, ...] = ()
+
+    # -- timing sinks ----------------------------------------------------------------------
+
+    def add_sink(self, sink: TimingSink) -> None:
+        with self._lock:
+            self.sinks = (*self.sinks, sink)
+
+    def remove_sink(self, sink: TimingSink) -> None:
+        with self._lock:
+            self.sinks = tuple(s for s in self.sinks if s is not sink)
+
+    def waited(self, seconds: float) -> None:
+        for sink in self.sinks:
+            try:
+                sink.wait_time(seconds)
+            except Exception as exc:
+                self._sink_failed(exc)
+
+    def used(self, seconds: float) -> None:
+        for sink in self.sinks:
+            try:
+                sink.use_time(seconds)
+            except Exception as exc:
+                self._sink_failed(exc)
+
+    def _sink_failed(self, exc: Exception) -> None:
+        # Metrics must never break a borrow or a release.
+        self._logger.error(
+            "pgconnector: a metrics sink raised %s", redact(repr(exc), self._secrets)
+        )
 
     # -- listeners -------------------------------------------------------------------------
 
@@ -144,12 +199,18 @@ class PoolMonitor:
 
     # -- PoolHooks -------------------------------------------------------------------------
 
-    def connection_opened(self) -> int:
+    def connection_opened(self, seconds: float | None = None) -> int:
         with self._lock:
             self._next_id += 1
             connection_id = self._next_id
             self._total += 1
             self._opened += 1
+        if seconds is not None:
+            for sink in self.sinks:
+                try:
+                    sink.create_time(seconds)
+                except Exception as exc:
+                    self._sink_failed(exc)
         self.emit("connect", connection_id)
         return connection_id
 

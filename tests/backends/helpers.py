@@ -32,7 +32,7 @@ class FakeHooks:
     """The hooks ``create_pool`` is given, for tests that expect it to refuse the config
     before a connection is ever opened."""
 
-    def connection_opened(self) -> int:
+    def connection_opened(self, seconds: float | None = None) -> int:
         return 1
 
     def connection_closed(self, connection_id: int, reason: str) -> None:

@@ -371,11 +371,13 @@ class Hooks:
         self.opened: list[int] = []
         self.closed: list[tuple[int, str]] = []
         self.failed: list[tuple[BaseException, int | None]] = []
+        self.create_times: list[float | None] = []
 
-    def connection_opened(self) -> int:
+    def connection_opened(self, seconds: float | None = None) -> int:
         with self.lock:
             self.next_id += 1
             self.opened.append(self.next_id)
+            self.create_times.append(seconds)
             return self.next_id
 
     def connection_closed(self, connection_id: int, reason: str) -> None:
@@ -390,6 +392,8 @@ class Hooks:
         closed = Counter(connection_id for connection_id, _ in self.closed)
         assert all(count == 1 for count in closed.values()), closed
         assert set(closed) <= set(self.opened)
+        # every opened connection reports how long opening it took (the create_time metric)
+        assert all(isinstance(t, float) and t >= 0.0 for t in self.create_times)
 
 
 def config(**overrides: Any) -> PoolConfig:

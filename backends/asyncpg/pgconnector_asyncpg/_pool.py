@@ -57,7 +57,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from contextlib import suppress
-from time import monotonic
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
@@ -564,6 +564,7 @@ class AsyncpgPool:
     async def _connect(self, *args: Any, **kwargs: Any) -> TrackedConnection:
         """asyncpg's ``connect=`` callable: opens and prepares one connection, and reports it."""
         con: TrackedConnection | None = None
+        started = perf_counter()
 
         async def open_one(attempt: Attempt) -> TrackedConnection:
             options = {**kwargs, "host": attempt.host, "port": attempt.port}
@@ -592,7 +593,8 @@ class AsyncpgPool:
             # While closing, asyncpg closes a connection that arrives late; it is then
             # reported neither open nor closed.
             self._down = False
-            connection_id = self._hooks.connection_opened()
+            # Measured up to here: the codecs _prepare() sets are part of making it usable.
+            connection_id = self._hooks.connection_opened(perf_counter() - started)
             adapter = AsyncpgConnection(
                 con, self, connection_id, monotonic() + jittered_lifetime(self._max_lifetime)
             )

@@ -50,7 +50,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from contextlib import suppress
-from time import monotonic
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
@@ -198,12 +198,13 @@ class TrackedConnection(Connection[TupleRow]):
         pool = cls._pgc_pool
         if pool is None:
             raise TypeError(f"{cls.__name__} is only used by a pgconnector pool")
+        started = perf_counter()
         try:
             conn = cls._connect_within(pool, conninfo, kwargs)
         except Exception as exc:
             pool._connect_failed(exc)
             raise
-        pool._connection_ready(conn)
+        pool._connection_ready(conn, perf_counter() - started)
         return conn
 
     @classmethod
@@ -586,7 +587,7 @@ class PsycopgPool:
 
     # -- called by the connections ---------------------------------------------------------
 
-    def _connection_ready(self, raw: TrackedConnection) -> None:
+    def _connection_ready(self, raw: TrackedConnection, seconds: float) -> None:
         with self._lock:
             if self._closing:
                 # psycopg_pool closes it as soon as it sees the pool closed; it is never
@@ -594,7 +595,7 @@ class PsycopgPool:
                 return
             self._down = False
             self._refill_round = 0
-        connection_id = self._hooks.connection_opened()
+        connection_id = self._hooks.connection_opened(seconds)
         adapter = PsycopgConnection(raw, self, connection_id)
         raw._pgc_adapter = adapter
         with self._lock:

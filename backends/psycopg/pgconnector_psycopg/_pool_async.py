@@ -53,7 +53,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from contextlib import suppress
-from time import monotonic
+from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import psycopg
@@ -205,12 +205,13 @@ class AsyncTrackedConnection(AsyncConnection[TupleRow]):
         pool = cls._pgc_pool
         if pool is None:
             raise TypeError(f"{cls.__name__} is only used by a pgconnector pool")
+        started = perf_counter()
         try:
             conn = await cls._connect_within(pool, conninfo, kwargs)
         except Exception as exc:
             pool._connect_failed(exc)
             raise
-        pool._connection_ready(conn)
+        pool._connection_ready(conn, perf_counter() - started)
         return conn
 
     @classmethod
@@ -624,7 +625,7 @@ class AsyncPsycopgPool:
 
     # -- called by the connections ---------------------------------------------------------
 
-    def _connection_ready(self, raw: AsyncTrackedConnection) -> None:
+    def _connection_ready(self, raw: AsyncTrackedConnection, seconds: float) -> None:
         with self._lock:
             if self._closing:
                 # psycopg_pool closes it as soon as it sees the pool closed; it is never
@@ -632,7 +633,7 @@ class AsyncPsycopgPool:
                 return
             self._down = False
             self._refill_round = 0
-        connection_id = self._hooks.connection_opened()
+        connection_id = self._hooks.connection_opened(seconds)
         adapter = AsyncPsycopgConnection(raw, self, connection_id)
         raw._pgc_adapter = adapter
         with self._lock:
