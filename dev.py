@@ -9,7 +9,8 @@
                                   RELIABILITY.md from build/reliability.json (with --check:
                                   into build/, failing on a failed fault or a stale committed
                                   RELIABILITY.md)
-    python3 dev.py check          ruff, mypy --strict, and the sync-twin drift check
+    python3 dev.py check          ruff, mypy --strict, the sync-twin drift check, and the docs
+                                  site (mkdocs build --strict into build/site)
     python3 dev.py sync           only install (uv sync of every package and extra)
 
 It finds uv (or installs it into .tools/uv with pip), then lets uv create `.venv` from the
@@ -130,6 +131,9 @@ def main(argv: list[str]) -> int:
             ("ruff", "check", "."),
             ("mypy",),
             ("python", "tools/unasync.py", "--check"),
+            # Any warning (a docstring griffe cannot parse, a broken link) fails the build.
+            # No --quiet: it hides the warnings from --strict's count, and the build passes.
+            ("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site")),
         ):
             log(" ".join(step))
             code = run(uv, "run", "--no-sync", *step)
