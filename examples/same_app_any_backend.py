@@ -46,8 +46,8 @@ async def main() -> None:
                 print(dict(row))
             print("total:", await db.fetchval("SELECT sum(price) FROM orders"))
             print("count:", await db.fetchval("SELECT count(*) FROM orders WHERE $1", True))
-        status = await manager.health_check()
-        print("healthy:", status.connected)
+        health = await manager.health_check()
+        print("healthy:", health.connected)
         stats = manager.get_pool_stats()
         print("acquires:", stats.acquires, "in use:", stats.in_use, "timeouts:", stats.timeouts)
 
