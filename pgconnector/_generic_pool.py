@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from time import monotonic, perf_counter
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ._config import ConnectParams, PoolConfig
+from ._config import PoolConfig
 from ._generic_state import (
     MAX_PARALLEL_CONNECTS,
     AsyncWaiter,
@@ -60,7 +60,7 @@ from ._generic_state import (
     ThreadWaiter,
     Waiter,
 )
-from ._hosts import describe_endpoints
+from ._hosts import describe_target
 from ._protocols import PoolHooks, QueryResult
 from ._redact import redact
 from .errors import ConnectionError, PoolTimeoutError
@@ -80,7 +80,6 @@ __all__ = [
     "AsyncGenericPool",
     "PooledConnection",
     "AsyncPooledConnection",
-    "describe_target",
 ]
 
 logger = logging.getLogger("pgconnector")
@@ -178,11 +177,6 @@ class RawDriver(Protocol):
     def describe(self, error: BaseException) -> str:
         """The error as one readable line, for messages (the pool redacts it)."""
         ...
-
-
-def describe_target(params: ConnectParams) -> str:
-    """``127.0.0.1:5432 (database 'app', user 'app')`` for error messages."""
-    return f"{describe_endpoints(params)} (database {params.database!r}, user {params.user!r})"
 
 
 # -- worker threads ------------------------------------------------------------------------

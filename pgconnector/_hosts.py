@@ -28,9 +28,11 @@ __all__ = [
     "Attempt",
     "NoMatchingServer",
     "accepts",
+    "attempt_count",
     "connect_plan",
     "describe_endpoints",
     "describe_state",
+    "describe_target",
     "give_up",
     "open_budget",
     "rejection",
@@ -75,10 +77,14 @@ def connect_plan(params: ConnectParams, rng: random.Random | None = None) -> lis
     return [Attempt(h, p, want) for h, p in endpoints]
 
 
+def attempt_count(params: ConnectParams) -> int:
+    """How many attempts :func:`connect_plan` makes at most (``prefer-standby``: two passes)."""
+    return len(params.endpoints) * (2 if params.target_session_attrs == "prefer-standby" else 1)
+
+
 def open_budget(params: ConnectParams) -> float:
     """How long opening one connection may take: ``connect_timeout`` for every attempt."""
-    attempts = len(params.endpoints) * (2 if params.target_session_attrs == "prefer-standby" else 1)
-    return params.connect_timeout * attempts
+    return params.connect_timeout * attempt_count(params)
 
 
 def accepts(want: str, in_recovery: bool, read_only: bool) -> bool:
@@ -116,6 +122,12 @@ def state_from_parameters(parameters: Callable[[str], str | None]) -> tuple[bool
 def describe_endpoints(params: ConnectParams) -> str:
     """``127.0.0.1:5432`` or, for a multi-host DSN, ``a:5432,b:5433``."""
     return ",".join(str(Attempt(host, port, "any")) for host, port in params.endpoints)
+
+
+def describe_target(params: ConnectParams) -> str:
+    """``127.0.0.1:5432 (database 'app', user 'app')`` for error messages (every server of a
+    multi-host DSN)."""
+    return f"{describe_endpoints(params)} (database {params.database!r}, user {params.user!r})"
 
 
 def rejection(attempt: Attempt, state: tuple[bool, bool]) -> str:

@@ -41,7 +41,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pgconnector import ConfigError, ConnectParams, PoolConfig
-from pgconnector._hosts import describe_endpoints
 from pgconnector._redact import redact
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "ConnectArgs",
     "SocketOptions",
     "connect_args",
-    "describe_target",
     "driver_message",
     "jittered_lifetime",
 ]
@@ -266,11 +264,6 @@ def connect_args(config: PoolConfig, params: ConnectParams) -> ConnectArgs:
     )
     dsn = "postgresql://?" + urlencode(dsn_query) if dsn_query else None
     return ConnectArgs(dsn, kwargs, socket_options, tuple(secrets))
-
-
-def describe_target(params: ConnectParams) -> str:
-    """``127.0.0.1:5432 (database 'app', user 'app')`` for error messages."""
-    return f"{describe_endpoints(params)} (database {params.database!r}, user {params.user!r})"
 
 
 def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:

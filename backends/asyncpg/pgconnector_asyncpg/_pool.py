@@ -65,12 +65,12 @@ import asyncpg.exceptions as pgexc
 from asyncpg.pool import PoolConnectionProxy
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
-from pgconnector._hosts import STATE_QUERY, Attempt, connect_plan, open_budget
+from pgconnector._hosts import STATE_QUERY, Attempt, connect_plan, describe_target, open_budget
 from pgconnector._multihost_async import aconnect_first
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
 
-from ._params import connect_args, describe_target, driver_message, jittered_lifetime
+from ._params import connect_args, driver_message, jittered_lifetime
 
 if TYPE_CHECKING:
     _BaseConnection = asyncpg.Connection[asyncpg.Record]

@@ -61,9 +61,8 @@ from pgconnector._generic_pool import (
     IN_ERROR,
     IN_TRANSACTION,
     UNKNOWN,
-    describe_target,
 )
-from pgconnector._hosts import STATE_QUERY, connect_plan
+from pgconnector._hosts import STATE_QUERY, connect_plan, describe_target
 from pgconnector._multihost import connect_first
 from pgconnector._protocols import QueryResult
 from pgconnector._redact import redact

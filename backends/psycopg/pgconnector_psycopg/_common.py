@@ -29,7 +29,6 @@ from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
 from psycopg.types.json import JsonbDumper
 
 from pgconnector import ConfigError, ConnectParams, PoolConfig
-from pgconnector._hosts import describe_endpoints
 from pgconnector._redact import redact
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
     "libpq_connect_timeout",
     "escape_option",
     "settings_to_options",
-    "describe_target",
     "driver_message",
     "is_connection_broken",
     "next_pool_name",
@@ -209,11 +207,6 @@ def adapters() -> AdaptersMap:
         amap.register_dumper(dict, JsonbDumper)
         _adapters = amap
     return _adapters
-
-
-def describe_target(params: ConnectParams) -> str:
-    """``127.0.0.1:5432 (database 'app', user 'app')`` for error messages."""
-    return f"{describe_endpoints(params)} (database {params.database!r}, user {params.user!r})"
 
 
 def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:

@@ -61,7 +61,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
 from pgconnector._acompat import Event, Lock, wait_event
-from pgconnector._hosts import connect_plan
+from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import DriverConnection, QueryResult
 
@@ -75,7 +75,6 @@ from ._common import (
     abandon_workers,
     adapters,
     connect_kwargs,
-    describe_target,
     driver_message,
     is_connection_broken,
     libpq_connect_timeout,
@@ -263,7 +262,7 @@ class PsycopgPool:
         self._max_uses = config.max_uses
         self._ping_after_idle = config.ping_after_idle
         self._connect_budget = params.connect_timeout
-        attempts = len(connect_plan(params))
+        attempts = attempt_count(params)
         #: For one whole connect: libpq gives each server of a multi-host DSN its own
         #: connect_timeout (in whole seconds, at least 2).
         self._open_budget = (
