@@ -613,17 +613,29 @@ class Pgbench(Subject):
         """Run for ``seconds`` (or ``transactions`` per client); return pgbench's tps, which
         leaves out the time spent connecting."""
         t = self.target
-        argv = [str(t.bin_dir / "pgbench"), "-n", "-M", "prepared", "-f", str(self.script),
+        base = [str(t.bin_dir / "pgbench"), "-n", "-M", "prepared", "-f", str(self.script),
                 "-c", str(clients), "-j", "1", "-h", t.host, "-p", str(t.port), "-U", t.user]
-        argv += ["-T", str(seconds)] if seconds is not None else ["-t", str(transactions)]
-        argv.append(t.database)
-        budget = (seconds or 0) + 120
-        done = subprocess.run(argv, env=pgbench_env(t.password), capture_output=True, text=True,
-                              timeout=budget, check=False)
-        found = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
-        if done.returncode != 0 or found is None:
-            raise BenchmarkError(f"pgbench failed ({done.returncode}): {done.stderr.strip()}")
-        return float(found.group(1))
+        # pgbench's -T clock starts before its clients have connected, and when the duration
+        # is over before any transaction ran (64 connections on a busy 2-core machine can take
+        # longer than a one-second smoke run) it prints no tps line at all and exits 0. Such a
+        # run measured nothing: run it again for longer, a bounded number of times.
+        for attempt in range(3):
+            argv = [*base]
+            if seconds is not None:
+                argv += ["-T", str(seconds * 2**attempt)]
+            else:
+                argv += ["-t", str(transactions)]
+            argv.append(t.database)
+            budget = (seconds or 0) * 2**attempt + 120
+            done = subprocess.run(argv, env=pgbench_env(t.password), capture_output=True,
+                                  text=True, timeout=budget, check=False)
+            found = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
+            if done.returncode == 0 and found is not None:
+                return float(found.group(1))
+            if done.returncode != 0 or seconds is None:
+                break
+        raise BenchmarkError(
+            f"pgbench failed ({done.returncode}): {done.stderr.strip()}\n{done.stdout[-800:]}")
 
     def close(self) -> None:
         self._dir.cleanup()

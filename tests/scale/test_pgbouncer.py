@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -185,12 +186,24 @@ async def test_more_clients_than_server_connections(
     await m.connect()
     sql = "SELECT $1::int AS w, $2::int * 2 AS d, $3::text AS t"
 
+    borrowed: list[int] = []
+    all_borrowed = asyncio.Event()
+    barrier = threading.Barrier(WORKERS, timeout=60)
+
     def expected(n: int) -> list[tuple[int, int, str]]:
         return [(n, 2 * i, f"w{n}-{i}") for i in range(QUERIES_PER_WORKER)]
 
     async def worker_async(n: int) -> list[tuple[int, int, str]]:
         got = []
         held = await m.get_client() if hold else None
+        if held is not None:
+            # Every worker holds its client before any starts querying: without this, a
+            # quick worker could finish and release before the last one borrows, and the
+            # pool would rightly reuse that connection.
+            borrowed.append(n)
+            if len(borrowed) == WORKERS:
+                all_borrowed.set()
+            await asyncio.wait_for(all_borrowed.wait(), 60)
         try:
             for i in range(QUERIES_PER_WORKER):
                 if held is not None:
@@ -209,6 +222,8 @@ async def test_more_clients_than_server_connections(
         manager = m.manager
         got = []
         held = manager.get_client() if hold else None
+        if held is not None:
+            barrier.wait()  # as in worker_async: every client held before any query runs
         try:
             for i in range(QUERIES_PER_WORKER):
                 if held is not None:
