@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 from time import monotonic, perf_counter
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from ._acompat import finish_even_if_cancelled
 from ._config import PoolConfig
 from ._generic_state import (
     MAX_PARALLEL_CONNECTS,
@@ -107,6 +108,10 @@ SESSION_RESET_IN_TRANSACTION = (
 
 #: Idle worker threads exit after this long without work (they are re-created on demand).
 WORKER_IDLE_EXIT = 30.0
+#: A statement abandoned by a cancelled async caller is cancelled on the server at once, and
+#: again after these pauses (doubling) while it still runs (see PoolCore._cancel_running).
+CANCEL_RETRY_FIRST = 0.05
+CANCEL_RETRY_MAX = 1.0
 
 
 # -- the driver contract -------------------------------------------------------------------
@@ -117,7 +122,9 @@ class RawConnection(Protocol):
     """One open server connection of a blocking driver, as the generic pool uses it.
 
     Only one thread uses it at a time, except :meth:`cancel` and :meth:`close`, which may be
-    called from another thread while a statement runs (to interrupt it).
+    called from another thread while a statement runs (to interrupt it). The pool never sends
+    a statement while another runs on the same connection, not even when an async caller was
+    cancelled mid-statement (see :meth:`PoolCore.interrupt`).
     """
 
     @property
@@ -155,8 +162,14 @@ class RawConnection(Protocol):
         ...
 
     def cancel(self) -> None:
-        """Ask the server to cancel the statement running on this connection (best effort;
-        may be called from any thread; never raises)."""
+        """Ask the server to cancel the statement running on this connection: PostgreSQL's
+        CancelRequest (the backend's pid and secret key from BackendKeyData, sent over a new
+        connection), or the driver's own cancel. Best effort; called from another thread
+        while a statement runs (an async caller abandoned it, or the connection is closed
+        under it), perhaps several times; never raises. Return only once the server has
+        received and acted on the request (it closes the cancel connection then): the pool
+        sends nothing else on this connection until both the statement and its cancel
+        requests are over, so that a late cancel can never hit the next statement."""
         ...
 
     def close(self) -> None:
@@ -186,14 +199,15 @@ class Job:
     """One call run by a worker thread. ``then`` adds a callback run in the worker once the
     call is done; an async caller gets the outcome through ``future``, in its loop."""
 
-    __slots__ = ("_callbacks", "_lock", "_loop", "args", "done", "error", "fn", "future",
-                 "result", "workers")
+    __slots__ = ("_callbacks", "_lock", "_loop", "_started", "args", "done", "error", "fn",
+                 "future", "result", "workers")
 
     def __init__(self, workers: Workers, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.workers = workers
         self.fn = fn
         self.args = args
         self.done = False
+        self._started = False
         self.result: Any = None
         self.error: BaseException | None = None
         self._lock = threading.Lock()
@@ -202,6 +216,10 @@ class Job:
         self.future: asyncio.Future[Any] | None = None
 
     def run(self) -> None:
+        with self._lock:
+            if self._started:  # withdrawn before a worker took it
+                return
+            self._started = True
         try:
             self.result = self.fn(*self.args)
         except BaseException as exc:
@@ -234,6 +252,26 @@ class Job:
         else:
             future.set_result(self.result)
 
+    def withdraw(self) -> bool:
+        """Keep the call from ever running, if no worker has started it yet: True then (the
+        job is done, with no result, its future is cancelled, and callbacks added later run
+        at once)."""
+        with self._lock:
+            if self._started:
+                return False
+            self._started = self.done = True
+            self._callbacks = None
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(self._cancel_future)
+        return True
+
+    def _cancel_future(self) -> None:
+        future = self.future
+        if future is not None:
+            future.cancel()
+
     def then(self, callback: Callable[[Job], object]) -> None:
         """Run ``callback(job)`` in a worker thread once the call is done (now, if it is)."""
         with self._lock:
@@ -241,6 +279,18 @@ class Job:
                 self._callbacks.append(callback)
                 return
         self.workers.submit(callback, self)
+
+
+class Settling(Job):
+    """Stands in for a statement job whose async caller went away (see
+    :meth:`PoolCore.interrupt`): done once the statement and the cancel request sent to the
+    server for it are both over. Run by whichever of the two ends last, never by a worker."""
+
+    __slots__ = ()
+
+
+def _nothing() -> None:
+    return None
 
 
 class Workers:
@@ -297,6 +347,12 @@ class Workers:
         job.future = future = loop.create_future()
         threading.Thread(target=job.run, name=f"{self._name}-closer", daemon=True).start()
         return future
+
+    def submit_detached(self, fn: Callable[..., Any], *args: Any) -> Job:
+        """Run ``fn(*args)`` on a thread of its own, without waiting for it."""
+        job = Job(self, fn, args)
+        threading.Thread(target=job.run, name=f"{self._name}-closer", daemon=True).start()
+        return job
 
     def _push(self, job: Job) -> None:
         with self._cond:
@@ -363,6 +419,11 @@ class PoolCore:
         self.target = describe_target(params)
         self.secrets = tuple(s for s in {params.password, config.password} if s)
         self.connect_timeout = params.connect_timeout
+        #: How long the next statement or the release waits for a statement abandoned by a
+        #: cancelled async caller: one connect_timeout for the cancel request (a connection of
+        #: its own) and one for the statement to end once the server got it. Past that, the
+        #: connection is closed under the statement.
+        self.settle_timeout = 2 * params.connect_timeout
         self.session_reset = config.reset_on_release == "session"
         self.state = PoolState(
             Limits(
@@ -375,8 +436,9 @@ class PoolCore:
             ),
             clock=monotonic,
         )
-        # One op per connection at a time, plus connects, plus a close or a cancel.
-        self.workers = Workers(self.name, config.max_size + MAX_PARALLEL_CONNECTS + 2)
+        # One op per connection at a time, and one cancelling it if its caller abandoned it
+        # (see interrupt()), plus connects, plus a close.
+        self.workers = Workers(self.name, 2 * config.max_size + MAX_PARALLEL_CONNECTS + 1)
         self._housekeeper: threading.Thread | None = None
         #: Connect and close jobs not finished yet (close() waits for them to settle).
         self._pending = 0
@@ -576,13 +638,29 @@ class PoolCore:
         """Close a borrowed connection now (even mid-statement) and replace it."""
         self.run_plan(self.state.discard(entry, reason), inline=True)
 
-    def abandon(self, entry: Entry, job: Job) -> None:
-        """A cancelled async borrower released its connection while ``job`` still runs a
-        statement on it: ask the server to cancel the statement, and give the connection back
-        once both the statement and the cancel request are done. (Waiting for the cancel
-        request too means the server has signalled the backend before anyone else can send a
-        statement on this connection, so a late cancel can never hit the next borrower's
-        statement: a backend idle between commands ignores it.)"""
+    def interrupt(self, entry: Entry, job: Job | None = None) -> Job | None:
+        """The async caller of the statement ``entry.job`` runs went away (cancelled): ask the
+        server to cancel the statement, and put a :class:`Settling` job in its place, done once
+        both the statement and the cancel request are over. Until then the connection must
+        carry nothing else: the next statement and the release wait for ``entry.job`` (see
+        :func:`_settled`). Waiting for the cancel request too means that the server has
+        signalled the backend before anything else is sent on this connection, so a late
+        cancel can never hit the next statement: a backend idle between commands ignores it.
+
+        With ``job``, only if that is still the statement on the connection (not one another
+        task sent after it ended). Returns the job to wait for (the same one if called again),
+        or None when nothing runs (a statement no worker had started yet is withdrawn: it is
+        never sent). Called from the event loop's thread only, like everything that sets
+        ``entry.job``."""
+        current = entry.job
+        if current is None or current.done or (job is not None and current is not job):
+            return None
+        job = current
+        if isinstance(job, Settling):
+            return job
+        if job.withdraw():
+            return None
+        settling = entry.job = Settling(self.workers, _nothing, ())
         lock = threading.Lock()
         remaining = [2]
 
@@ -591,20 +669,50 @@ class PoolCore:
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
-                self.after_orphaned(entry, job)
+                settling.run()
 
         cancel = self.workers.submit(self._cancel_running, entry, job)
         job.then(one_done)
         cancel.then(one_done)
+        return settling
 
-    @staticmethod
-    def _cancel_running(entry: Entry, job: Job) -> None:
-        if not job.done:
+    def _cancel_running(self, entry: Entry, job: Job) -> None:
+        """Cancel requests until the statement is over, the first at once, then less and less
+        often, for up to :attr:`settle_timeout`. Repeated because the first may reach the
+        server before the statement does (a backend still reading a command ignores a
+        cancel); harmless because nothing else is sent on the connection meanwhile."""
+        over = threading.Event()
+        job.then(lambda _job: over.set())
+        deadline = monotonic() + self.settle_timeout
+        pause = CANCEL_RETRY_FIRST
+        while not job.done:
             entry.conn.cancel()
+            remaining = deadline - monotonic()
+            if remaining <= 0 or over.wait(min(pause, remaining)):
+                return
+            pause = min(pause * 2, CANCEL_RETRY_MAX)
+
+    def break_stuck(self, entry: Entry) -> ConnectionError:
+        """The statement a cancelled caller left running on ``entry`` did not end within
+        :attr:`settle_timeout` although the server was asked to cancel it: close the
+        connection under it (the borrower keeps the broken connection until it releases it,
+        so that the pool never has more than ``max_size`` connections out) and return the
+        error for the borrower's next statement."""
+        error = ConnectionError(
+            f"connection to PostgreSQL at {self.target} is broken: a statement abandoned by "
+            f"a cancelled caller was still running {self.settle_timeout:g} s after the server "
+            "was asked to cancel it, so the connection was closed"
+        )
+        if self.state.claim_failure_report(entry):
+            self.hooks.connection_failed(error, entry.connection_id)
+        # On a thread of its own: the workers may all be stuck, and the loop must not block.
+        self.workers.submit_detached(_close_quietly, entry.conn)
+        return error
 
     def after_orphaned(self, entry: Entry, job: Job) -> None:
-        """A cancelled async borrower left ``job`` running on its connection; once it is done,
-        give the connection back (if the job was a failed check, it is already closed)."""
+        """An async borrower cancelled during the check of a connection (``ping_after_idle``)
+        left ``job`` running on it; once it is done, give the connection back (if the check
+        failed, it is already closed)."""
         if entry.in_use and not entry.closed:
             self.release_blocking(entry, False)
 
@@ -665,6 +773,11 @@ class PoolCore:
 
     def __repr__(self) -> str:
         return f"<PoolCore {self.name} {self.target} {self.state!r}>"
+
+
+def _close_quietly(conn: RawConnection) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 def _exit_hook(core: PoolCore) -> Callable[[], None]:
@@ -796,6 +909,39 @@ class GenericPool:
 # -- the async face ------------------------------------------------------------------------
 
 
+async def _settled(core: PoolCore, entry: Entry) -> bool:
+    """Wait until the statement a cancelled caller left running on ``entry`` is over, and the
+    cancel request sent for it too (see :meth:`PoolCore.interrupt`): True then, False if that
+    did not happen within ``core.settle_timeout``. Awaited on the loop: no thread waits."""
+    job = core.interrupt(entry)
+    if job is None:
+        return True
+    return await _over(job, core.settle_timeout)
+
+
+async def _over(job: Job, timeout: float | None) -> bool:
+    """Wait up to ``timeout`` (None: no limit) for ``job`` to be done; True if it is."""
+    loop = asyncio.get_running_loop()
+    over: asyncio.Future[None] = loop.create_future()
+
+    def wake(_job: Job) -> None:
+        # RuntimeError: the loop is closed, nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, over)
+
+    job.then(wake)
+    try:
+        await asyncio.wait_for(over, timeout)
+    except asyncio.TimeoutError:
+        return job.done
+    return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # not given up on (timed out, cancelled)
+        future.set_result(None)
+
+
 class AsyncPooledConnection:
     """The :class:`~pgconnector.AsyncDriverConnection` of the async face: every driver call
     runs in a worker thread, awaited through a future of the caller's loop."""
@@ -829,13 +975,31 @@ class AsyncPooledConnection:
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         core = self._core
         entry = self._entry
+        # One statement at a time on a connection: never send this one beside another.
+        while (previous := entry.job) is not None and not previous.done:
+            if isinstance(previous, Settling):
+                # Left running by a cancelled caller, and being cancelled on the server.
+                if not await _settled(core, entry):
+                    raise core.break_stuck(entry)
+            else:
+                # Another task's statement on this client (a client is not meant to be
+                # shared, but then it queues, as behind a lock, rather than interleaving).
+                await _over(previous, None)
         # Kept on the entry: if the caller is cancelled, the statement goes on in the worker,
-        # and release() must not touch the connection until it is done.
+        # and nothing else may be sent on the connection until it is over.
         job = entry.job = core.workers.submit_job_async(
             asyncio.get_running_loop(), core.run_op, entry, fn, *args
         )
         assert job.future is not None
-        return await job.future
+        try:
+            return await job.future
+        except BaseException:
+            # Cancelled (or interrupted) while the statement runs in its worker: have it
+            # cancelled on the server now, so that the caller's next statement (a ROLLBACK, in
+            # a transaction block) or the release does not wait for it to run to its end.
+            # (A job that ended, with its own error, needs nothing: interrupt() sees it done.)
+            core.interrupt(entry, job)
+            raise
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._entry!r}>"
@@ -939,9 +1103,12 @@ class AsyncGenericPool:
         if job is not None and not job.done:
             # The borrower was cancelled while a statement ran in a worker thread.
             if discard:
+                # Closed under the statement: nothing to wait for.
                 await self._blocking(core.discard_blocking, entry, "discarded")
             else:
-                core.abandon(entry, job)
+                # Never back to the pool while the statement runs; finished in the background
+                # if this caller is cancelled again meanwhile.
+                await finish_even_if_cancelled(self._release_when_settled(entry))
             return
         if not discard and not core.needs_reset(entry) and core.state.retire_reason(entry) is None:
             # A clean connection: back to the pool without a round trip or a thread.
@@ -950,6 +1117,14 @@ class AsyncGenericPool:
                 core.run_plan(plan)
             return
         await self._blocking(core.release_blocking, entry, discard)
+
+    async def _release_when_settled(self, entry: Entry) -> None:
+        core = self._core
+        if await _settled(core, entry):
+            await self._blocking(core.release_blocking, entry, False)
+        else:
+            # Still running although cancelled on the server: close it under the statement.
+            await self._blocking(core.discard_blocking, entry, "broken")
 
     async def close(self, timeout: float) -> None:
         await self._core.workers.submit_detached_async(

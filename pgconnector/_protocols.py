@@ -103,7 +103,16 @@ class DriverConnection(Protocol):
 
 @runtime_checkable
 class AsyncDriverConnection(Protocol):
-    """The async twin of :class:`DriverConnection`."""
+    """The async twin of :class:`DriverConnection`.
+
+    A caller may be cancelled (``task.cancel()``, ``asyncio.wait_for``) while ``execute`` or
+    ``fetch`` waits. The statement must then not go on beside the next one: the connection
+    never carries two statements at once. Either cancel it on the server and make the next
+    ``execute``/``fetch`` and the pool's ``release`` wait until it is over (bounded; past
+    that, close the connection and raise :class:`pgconnector.ConnectionError`), or close the
+    connection. The cancelled call itself raises ``CancelledError`` at once. (The generic pool
+    does the former for every blocking driver, through ``RawConnection.cancel``.)
+    """
 
     @property
     def connection_id(self) -> int: ...

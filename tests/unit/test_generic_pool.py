@@ -302,18 +302,43 @@ class FakeRaw:
         self.dead = False
         self.closed = False
         self.executed: list[str] = []
+        # "BLOCK" runs until cancelled (unless the driver is deaf to cancels) or closed.
+        self.entered = threading.Event()
+        self.unblock = threading.Event()
+        self.cancels = 0
+        self.running = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
 
     @property
     def raw(self) -> FakeRaw:
         return self
 
     def execute(self, sql: str, args: Sequence[Any]) -> str:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            return self._execute(sql)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def _execute(self, sql: str) -> str:
         if self.broken or self.dead:
             self.broken = True
             raise ConnectionError("connection is broken", OSError("gone"))
         if self.driver.op_delay:
             time.sleep(self.driver.op_delay)
         self.executed.append(sql)
+        if sql == "BLOCK":
+            self.entered.set()
+            self.unblock.wait(30)
+            self.unblock.clear()
+            if self.closed:
+                self.broken = True
+                raise ConnectionError("connection closed under the statement", OSError("x"))
+            raise RuntimeError("canceling statement due to user request")
         if sql == "BEGIN":
             self.status = IN_TRANSACTION
         elif sql in ("ROLLBACK", "COMMIT"):
@@ -336,10 +361,14 @@ class FakeRaw:
             raise OSError("dead")
 
     def cancel(self) -> None:
-        pass
+        with self.lock:
+            self.cancels += 1
+            if self.running and not self.driver.deaf:
+                self.unblock.set()
 
     def close(self) -> None:
         self.closed = True
+        self.unblock.set()
 
 
 class FakeDriver:
@@ -347,6 +376,7 @@ class FakeDriver:
         self.fail: BaseException | None = None
         self.delay = 0.0
         self.op_delay = 0.0
+        self.deaf = False  # cancel() does not stop a running statement
         self.opened: list[FakeRaw] = []
         self.lock = threading.Lock()
 
@@ -671,3 +701,119 @@ def test_threads_are_daemons(driver: FakeDriver, hooks: Hooks) -> None:
     assert ours and all(t.daemon for t in ours)
     pool.close(1.0)
     wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith(name)])
+
+
+# -- statements abandoned by a cancelled async caller ------------------------------------------
+
+
+async def _abandon_blocking_statement(conn: Any, raw: FakeRaw) -> None:
+    """Start "BLOCK" on ``conn`` and cancel its caller once it runs in the worker."""
+    task = asyncio.create_task(conn.execute("BLOCK", ()))
+    await asyncio.to_thread(raw.entered.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_async_abandoned_statement_is_cancelled_before_the_next_is_sent(
+    driver: FakeDriver, hooks: Hooks
+) -> None:
+    pool = AsyncGenericPool(config(max_size=1), hooks, driver)
+    await pool.open(2.0)
+    conn = await pool.acquire(1.0)
+    raw = driver.opened[0]
+    await _abandon_blocking_statement(conn, raw)
+    # The next statement waits for the abandoned one, which the pool cancels on the server.
+    assert await conn.execute("SELECT 2", ()) == "SELECT"
+    assert raw.executed[-2:] == ["BLOCK", "SELECT 2"]
+    assert raw.cancels >= 1
+    assert raw.most_at_once == 1
+    await pool.release(conn)
+    state = pool.core.state
+    assert state.idle_count == state.size == 1
+    await pool.close(1.0)
+    assert hooks.closed == [(1, "pool closed")] and hooks.failed == []
+    hooks.assert_exact()
+
+
+async def test_async_release_waits_for_an_abandoned_statement(
+    driver: FakeDriver, hooks: Hooks
+) -> None:
+    pool = AsyncGenericPool(config(max_size=1), hooks, driver)
+    await pool.open(2.0)
+    conn = await pool.acquire(1.0)
+    raw = driver.opened[0]
+    await conn.execute("BEGIN", ())
+    await _abandon_blocking_statement(conn, raw)
+    await pool.release(conn)
+    # Back in the pool once release() returns, never while the statement still ran, and
+    # rolled back after it.
+    state = pool.core.state
+    assert state.idle_count == state.size == 1
+    assert raw.executed[-2:] == ["BLOCK", "ROLLBACK"]
+    assert raw.most_at_once == 1
+    await pool.close(1.0)
+    hooks.assert_exact()
+
+
+async def test_async_statement_deaf_to_cancel_breaks_the_connection_in_bounded_time(
+    driver: FakeDriver, hooks: Hooks
+) -> None:
+    driver.deaf = True
+    pool = AsyncGenericPool(config(max_size=1, connect_timeout=0.2), hooks, driver)
+    await pool.open(2.0)
+    conn = await pool.acquire(1.0)
+    raw = driver.opened[0]
+    await _abandon_blocking_statement(conn, raw)
+    # Still running settle_timeout after the cancel: closed under the statement rather than
+    # carrying a second one beside it; the borrower still holds its (broken) slot.
+    with pytest.raises(ConnectionError, match="abandoned by a cancelled caller"):
+        await conn.execute("SELECT 2", ())
+    assert "SELECT 2" not in raw.executed
+    assert raw.most_at_once == 1 and raw.cancels >= 1
+    state = pool.core.state
+    assert state.size == 1 and state.idle_count == 0
+    await pool.release(conn, discard=True)
+    assert [cid for cid, _ in hooks.closed] == [1]
+    assert [cid for _, cid in hooks.failed] == [1]  # reported once
+    await pool.close(1.0)
+    hooks.assert_exact()
+
+
+async def test_async_release_of_a_statement_deaf_to_cancel_closes_it(
+    driver: FakeDriver, hooks: Hooks
+) -> None:
+    driver.deaf = True
+    pool = AsyncGenericPool(config(max_size=1, connect_timeout=0.2), hooks, driver)
+    await pool.open(2.0)
+    conn = await pool.acquire(1.0)
+    raw = driver.opened[0]
+    await _abandon_blocking_statement(conn, raw)
+    await pool.release(conn)
+    assert hooks.closed == [(1, "broken")] and raw.closed
+    state = pool.core.state
+    assert state.idle_count == 0 and state.size in (0, 1)  # a replacement may be opening
+    await pool.close(1.0)
+    hooks.assert_exact()
+
+
+async def test_async_statements_of_two_tasks_on_one_client_queue_without_cancelling(
+    driver: FakeDriver, hooks: Hooks
+) -> None:
+    pool = AsyncGenericPool(config(max_size=1), hooks, driver)
+    await pool.open(2.0)
+    conn = await pool.acquire(1.0)
+    raw = driver.opened[0]
+    first = asyncio.create_task(conn.execute("BLOCK", ()))
+    await asyncio.to_thread(raw.entered.wait, 5)
+    second = asyncio.create_task(conn.execute("SELECT 2", ()))
+    await asyncio.sleep(0)  # the second task is now waiting for the first statement
+    assert not second.done() and raw.executed[-1] == "BLOCK"
+    raw.unblock.set()  # the first statement ends by itself
+    with pytest.raises(RuntimeError):
+        await first
+    assert await second == "SELECT"
+    assert raw.cancels == 0 and raw.most_at_once == 1
+    await pool.release(conn)
+    await pool.close(1.0)
+    hooks.assert_exact()

@@ -443,6 +443,11 @@ class Pg8000Raw:
             oids = [param_oid(value) for value in args]
             params = [make_param(py_types, value) for value in args]
         with self._lock:
+            if self._busy:
+                # The pool never sends two statements at once on a connection; a second
+                # sender here would read the other's replies. Refused before anything is sent,
+                # so the statement that runs is left alone.
+                raise InterfaceError("another statement is running on this connection")
             self._busy = True
         try:
             if args:
@@ -495,6 +500,9 @@ class Pg8000Raw:
                 sock.settimeout(None)
 
     def cancel(self) -> None:
+        """Send a CancelRequest for this connection's backend (pg8000 has no cancel of its
+        own): the backend pid and secret key pg8000 kept from BackendKeyData, over a new
+        connection to the same server; returns once the server has acted on it."""
         key = self._conn._backend_key_data
         if not key:
             return
