@@ -153,6 +153,42 @@ async def test_client_misuse(faults: FaultKit) -> None:
         assert await again.fetchval("SELECT 2") == 2
 
 
+async def _close_raw(c: Any) -> None:
+    """Close a client's driver connection behind the pool's back, as user code with
+    ``.raw`` might."""
+    raw = c.raw
+    closing = raw.terminate() if hasattr(raw, "terminate") else raw.close()
+    if asyncio.iscoroutine(closing):
+        await closing
+
+
+@pytest.mark.fault(GROUP, "Driver connection closed through .raw while borrowed")
+async def test_raw_connection_closed_while_borrowed(faults: FaultKit) -> None:
+    """A borrower closes its driver connection itself (``client.raw``), on a pool with
+    target_session_attrs (so a release reads the server's last reported state): the next
+    statement raises ConnectionError, not a driver exception; the release gives the slot back
+    without raising; the next borrower gets a working connection."""
+    m = faults.manager(min_size=1, max_size=1, target_session_attrs="read-write")
+    await m.connect()
+    c = await m.get_client()
+    assert await c.fetchval("SELECT 1") == 1
+    await _close_raw(c)
+    with pytest.raises(pgconnector.ConnectionError):
+        await c.fetchval("SELECT 1")
+    await c.release()
+    async with m.connection(timeout=5.0) as c:
+        assert await c.fetchval("SELECT 1") == 1
+    # Closed without the statement: the release alone must cope.
+    c = await m.get_client()
+    await _close_raw(c)
+    await c.release()
+    async with m.connection(timeout=5.0) as c:
+        assert await c.fetchval("SELECT 1") == 1
+    stats = m.get_pool_stats()
+    assert (stats.in_use, stats.waiting) == (0, 0)
+    assert stats.connections_opened - stats.connections_closed == stats.total
+
+
 @pytest.mark.fault(GROUP, "A listener that raises")
 async def test_listener_that_raises_never_breaks_the_pool(
     faults: FaultKit, caplog: pytest.LogCaptureFixture

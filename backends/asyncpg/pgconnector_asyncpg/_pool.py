@@ -311,8 +311,8 @@ class AsyncpgConnection:
         return tuple(records[0].keys()), cast(Sequence[Sequence[Any]], records)
 
     def server_parameter(self, name: str) -> str | None:
-        if self._con._protocol is None:  # type: ignore[attr-defined]
-            return None  # terminated: asyncpg dropped the protocol, and what it was told
+        if self._con.is_closed():
+            return None  # a terminated connection has dropped what the server told it
         value = getattr(self._con.get_settings(), name, None)
         return value if isinstance(value, str) else None
 
