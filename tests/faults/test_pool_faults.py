@@ -285,11 +285,6 @@ async def test_cancelled_twice_inside_transaction(faults: FaultKit) -> None:
     then ends the statement when it notices, here within client_connection_check_interval.)"""
     if faults.mode == "sync":
         pytest.skip("threads cannot be cancelled")
-    if faults.backend == "pg8000":
-        pytest.skip(
-            "pg8000-async sends the ROLLBACK beside the cancelled statement and hangs: issue 16, "
-            "defect 1 (branch fix-pg8000-async-cancel); remove this skip once that is merged"
-        )
     # A dropped connection's statement would otherwise run its 30 s on the server.
     checked = {"client_connection_check_interval": "100ms"}
     m = faults.manager(min_size=1, max_size=2, acquire_timeout=5.0, server_settings=checked)
