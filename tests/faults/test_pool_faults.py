@@ -153,6 +153,42 @@ async def test_client_misuse(faults: FaultKit) -> None:
         assert await again.fetchval("SELECT 2") == 2
 
 
+async def _close_raw(c: Any) -> None:
+    """Close a client's driver connection behind the pool's back, as user code with
+    ``.raw`` might."""
+    raw = c.raw
+    closing = raw.terminate() if hasattr(raw, "terminate") else raw.close()
+    if asyncio.iscoroutine(closing):
+        await closing
+
+
+@pytest.mark.fault(GROUP, "Driver connection closed through .raw while borrowed")
+async def test_raw_connection_closed_while_borrowed(faults: FaultKit) -> None:
+    """A borrower closes its driver connection itself (``client.raw``), on a pool with
+    target_session_attrs (so a release reads the server's last reported state): the next
+    statement raises ConnectionError, not a driver exception; the release gives the slot back
+    without raising; the next borrower gets a working connection."""
+    m = faults.manager(min_size=1, max_size=1, target_session_attrs="read-write")
+    await m.connect()
+    c = await m.get_client()
+    assert await c.fetchval("SELECT 1") == 1
+    await _close_raw(c)
+    with pytest.raises(pgconnector.ConnectionError):
+        await c.fetchval("SELECT 1")
+    await c.release()
+    async with m.connection(timeout=5.0) as c:
+        assert await c.fetchval("SELECT 1") == 1
+    # Closed without the statement: the release alone must cope.
+    c = await m.get_client()
+    await _close_raw(c)
+    await c.release()
+    async with m.connection(timeout=5.0) as c:
+        assert await c.fetchval("SELECT 1") == 1
+    stats = m.get_pool_stats()
+    assert (stats.in_use, stats.waiting) == (0, 0)
+    assert stats.connections_opened - stats.connections_closed == stats.total
+
+
 @pytest.mark.fault(GROUP, "A listener that raises")
 async def test_listener_that_raises_never_breaks_the_pool(
     faults: FaultKit, caplog: pytest.LogCaptureFixture
@@ -236,6 +272,46 @@ async def test_cancelled_while_holding(faults: FaultKit) -> None:
     stats = m.get_pool_stats()
     assert (stats.in_use, stats.waiting) == (0, 0)
     faults.record(next_borrow_s=round(time.monotonic() - begun, 3))
+
+
+@pytest.mark.fault(GROUP, "Cancelled twice mid-query inside transaction()")
+async def test_cancelled_twice_inside_transaction(faults: FaultKit) -> None:
+    """A task cancelled twice while a long statement runs inside transaction() (say
+    wait_for's timeout, then its parent's cancel), the second cancel landing while the first
+    is being handled (the driver cancelling the statement on the server): the task ends with
+    CancelledError, never a driver exception; its slot is free, and the next borrower gets a
+    working connection. Tried with the second cancel 0 to 5 event-loop turns after the first.
+    (A driver whose cancel request was interrupted drops the connection instead; the server
+    then ends the statement when it notices, here within client_connection_check_interval.)"""
+    if faults.mode == "sync":
+        pytest.skip("threads cannot be cancelled")
+    # A dropped connection's statement would otherwise run its 30 s on the server.
+    checked = {"client_connection_check_interval": "100ms"}
+    m = faults.manager(min_size=1, max_size=2, acquire_timeout=5.0, server_settings=checked)
+    await m.connect()
+
+    async def borrower(started: asyncio.Event) -> None:
+        async with m.connection() as c, c.transaction():
+            started.set()
+            await c.fetchval("SELECT pg_sleep(30)")
+
+    for gap in range(6):
+        started = asyncio.Event()
+        task = asyncio.create_task(borrower(started))
+        await started.wait()
+        await wait_until(lambda: _sleepers(faults) == 1)  # the statement runs on the server
+        task.cancel()
+        for _ in range(gap):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 20.0)
+        stats = m.get_pool_stats()
+        assert (stats.in_use, stats.waiting) == (0, 0), f"gap {gap}: {stats}"
+        await wait_until(lambda: _sleepers(faults) == 0)
+        async with m.connection(timeout=5.0) as c:
+            assert await c.fetchval("SELECT 1") == 1
+            assert await c.fetchval("SELECT txid_current_if_assigned()") is None
 
 
 @pytest.mark.fault(GROUP, "Cancelled while waiting for a connection")

@@ -140,41 +140,53 @@ class PsycopgConnection:
     def raw(self) -> TrackedConnection:
         return self._raw
 
+    # Every psycopg call of a statement sits inside the translation, the cursor's creation
+    # too: on a closed connection (the server ended it, or psycopg closed it when a second
+    # cancellation interrupted its cancel request) cursor() itself raises
+    # OperationalError("the connection is closed"), which must reach the caller as a
+    # pgconnector.ConnectionError like every other connection failure.
+
     def execute(self, sql: str, args: Sequence[Any]) -> str:
-        cursor = self._raw.cursor()
         try:
+            cursor = self._raw.cursor()
             # Without arguments psycopg uses the simple query protocol, so a script of several
             # statements works; as with asyncpg, the status of the last one is returned.
             cursor.execute(sql, args or None)
             while cursor.nextset():
                 pass
+            return cursor.statusmessage or ""
         except psycopg.Error as exc:
             error = self._pool._connection_error(self, exc)
             if error is not None:
                 raise error from exc
             raise
-        return cursor.statusmessage or ""
 
     def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
-        cursor = self._raw.cursor()
         try:
+            cursor = self._raw.cursor()
             cursor.execute(sql, args or None)
             result = cursor.pgresult
             if result is None or result.status != _TUPLES_OK:
                 return [], []
             rows = cursor.fetchall()
+            # The names straight from libpq: cursor.description would build a Column object
+            # for each (a microsecond per query).
+            encoding = self._raw.info.encoding
+            names = [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)]
         except psycopg.Error as exc:
             error = self._pool._connection_error(self, exc)
             if error is not None:
                 raise error from exc
             raise
-        # The names straight from libpq: cursor.description would build a Column object for
-        # each (a microsecond per query).
-        encoding = self._raw.info.encoding
-        return [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)], rows
+        return names, rows
 
     def server_parameter(self, name: str) -> str | None:
-        return self._raw.info.parameter_status(name)
+        try:
+            return self._raw.info.parameter_status(name)
+        except psycopg.Error:
+            # Closed (libpq's connection object freed): nothing is known any more. The core
+            # asks on release too, where a closed connection is simply discarded.
+            return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self._id} {self._raw.info.status.name}>"
