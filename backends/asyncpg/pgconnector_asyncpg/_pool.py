@@ -217,6 +217,8 @@ class AsyncpgConnection:
         "expires_at",
         "idle_since",
         "proxy",
+        "running",
+        "stopped",
         "uses",
     )
 
@@ -241,6 +243,10 @@ class AsyncpgConnection:
         self.close_reason: str | None = None
         #: Reported closed.
         self.closed = False
+        #: A statement of the core's runs on it (in its borrower's task).
+        self.running = False
+        #: Set when the running statement ends, while the pool waits for that to close it.
+        self.stopped: asyncio.Future[None] | None = None
 
     @property
     def connection_id(self) -> int:
@@ -253,6 +259,7 @@ class AsyncpgConnection:
         return self.proxy if self.proxy is not None else self._con
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
+        self.running = True
         try:
             # Without arguments asyncpg uses the simple query protocol, so a script of several
             # statements works and the status of the last one is returned, as with psycopg.
@@ -262,8 +269,11 @@ class AsyncpgConnection:
             if error is None:
                 raise
             raise error from exc
+        finally:
+            self._ended()
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+        self.running = True
         try:
             records = await self._con.fetch(sql, *args)
         except Exception as exc:
@@ -271,11 +281,19 @@ class AsyncpgConnection:
             if error is None:
                 raise
             raise error from exc
+        finally:
+            self._ended()
         if not records:
             return (), ()
         # Records index by position, have a length and iterate over their values: all that
         # Row needs, and it builds its tuple from each record once (in C).
         return tuple(records[0].keys()), cast(Sequence[Sequence[Any]], records)
+
+    def _ended(self) -> None:
+        self.running = False
+        stopped = self.stopped
+        if stopped is not None and not stopped.done():
+            stopped.set_result(None)
 
     def server_parameter(self, name: str) -> str | None:
         value = getattr(self._con.get_settings(), name, None)
@@ -498,6 +516,8 @@ class AsyncpgPool:
             raise
         if reason is not None:
             conn.close_reason = reason
+            if conn.running:
+                await self._stop_statement(conn)
             # Synchronous, no round trip: asyncpg's holder goes back to the queue, and its
             # maintenance replaces the connection if the pool fell below min_size.
             con.terminate()
@@ -514,6 +534,26 @@ class AsyncpgPool:
             con.terminate()
             return
         conn.close_reason = None
+
+    async def _stop_statement(self, conn: AsyncpgConnection) -> None:
+        """Cancel the statement a borrower still runs on a connection about to be closed
+        (disconnect() takes connections away from their borrowers), and wait, within
+        ``connect_timeout``, for the borrower to get its error. ``terminate()`` alone only
+        closes the socket: the server would go on running the statement, and the session
+        would outlive disconnect() until the statement ended."""
+        loop = asyncio.get_running_loop()
+        stopped = conn.stopped = loop.create_future()
+        sent = loop.create_future()
+        try:
+            # asyncpg's own CancelRequest, the one it sends when a query's task is cancelled.
+            # Its end is waited for too: terminate() would cancel it half-way, and asyncpg
+            # would then leave an exception in a future nobody reads.
+            conn._con._cancel_current_command(sent)  # type: ignore[attr-defined]
+            await asyncio.wait((stopped, sent), timeout=self._connect_budget)
+        except Exception:
+            pass  # terminate() then fails the statement on our side at least
+        finally:
+            conn.stopped = None
 
     async def _reset(self, conn: AsyncpgConnection, discard: bool) -> str | None:
         """Bring a returned connection back to a clean state; return why it must be closed
