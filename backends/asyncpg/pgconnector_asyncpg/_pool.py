@@ -242,6 +242,8 @@ class AsyncpgConnection:
         "lent",
         "pending_close",
         "proxy",
+        "running",
+        "stopped",
         "uses",
     )
 
@@ -274,6 +276,10 @@ class AsyncpgConnection:
         self.close_reason: str | None = None
         #: Reported closed.
         self.closed = False
+        #: A statement of the core's runs on it (in its borrower's task).
+        self.running = False
+        #: Set when the running statement ends, while the pool waits for that to close it.
+        self.stopped: asyncio.Future[None] | None = None
 
     @property
     def connection_id(self) -> int:
@@ -286,6 +292,7 @@ class AsyncpgConnection:
         return self.proxy if self.proxy is not None else self._con
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
+        self.running = True
         try:
             # Without arguments asyncpg uses the simple query protocol, so a script of several
             # statements works and the status of the last one is returned, as with psycopg.
@@ -295,8 +302,11 @@ class AsyncpgConnection:
             if error is None:
                 raise
             raise error from exc
+        finally:
+            self._ended()
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+        self.running = True
         try:
             records = await self._con.fetch(sql, *args)
         except Exception as exc:
@@ -304,11 +314,19 @@ class AsyncpgConnection:
             if error is None:
                 raise
             raise error from exc
+        finally:
+            self._ended()
         if not records:
             return (), ()
         # Records index by position, have a length and iterate over their values: all that
         # Row needs, and it builds its tuple from each record once (in C).
         return tuple(records[0].keys()), cast(Sequence[Sequence[Any]], records)
+
+    def _ended(self) -> None:
+        self.running = False
+        stopped = self.stopped
+        if stopped is not None and not stopped.done():
+            stopped.set_result(None)
 
     def server_parameter(self, name: str) -> str | None:
         if self._con.is_closed():
@@ -538,6 +556,8 @@ class AsyncpgPool:
             reason = "broken"
         if reason is not None or proxy is None:  # (a checked-out connection has its proxy)
             conn.close_reason = reason or "discarded"
+            if conn.running:
+                await self._stop_statement(conn)
             # Synchronous, no round trip: asyncpg's holder goes back to the queue, and its
             # maintenance replaces the connection if the pool fell below min_size.
             con.terminate()
@@ -568,6 +588,26 @@ class AsyncpgPool:
         holder = ref() if ref is not None else None
         if holder is not None and holder._con is conn._con:
             holder._release_on_close()
+
+    async def _stop_statement(self, conn: AsyncpgConnection) -> None:
+        """Cancel the statement a borrower still runs on a connection about to be closed
+        (disconnect() takes connections away from their borrowers), and wait, within
+        ``connect_timeout``, for the borrower to get its error. ``terminate()`` alone only
+        closes the socket: the server would go on running the statement, and the session
+        would outlive disconnect() until the statement ended."""
+        loop = asyncio.get_running_loop()
+        stopped = conn.stopped = loop.create_future()
+        sent = loop.create_future()
+        try:
+            # asyncpg's own CancelRequest, the one it sends when a query's task is cancelled.
+            # Its end is waited for too: terminate() would cancel it half-way, and asyncpg
+            # would then leave an exception in a future nobody reads.
+            conn._con._cancel_current_command(sent)  # type: ignore[attr-defined]
+            await asyncio.wait((stopped, sent), timeout=self._connect_budget)
+        except Exception:
+            pass  # terminate() then fails the statement on our side at least
+        finally:
+            conn.stopped = None
 
     async def _reset(self, conn: AsyncpgConnection, discard: bool) -> str | None:
         """Bring a returned connection back to a clean state; return why it must be closed

@@ -47,6 +47,8 @@ pool never keeps a process alive, whichever value the option has.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Sequence
 from contextlib import suppress
@@ -243,6 +245,22 @@ class TrackedConnection(Connection[TupleRow]):
             super().close()
         finally:
             pool._hooks.connection_closed(adapter.connection_id, reason)
+
+
+def _take(lock: threading.Lock, timeout: float) -> bool:
+    """Acquire ``lock`` within ``timeout`` seconds; True if it was."""
+    return lock.acquire(timeout=timeout)
+
+
+def _shut_down(raw: TrackedConnection) -> None:
+    """Shut the connection's socket down, keeping its descriptor open (a duplicate is closed):
+    whoever waits on it wakes with an error, and the number cannot be reused under them."""
+    with suppress(Exception):
+        sock = socket.socket(fileno=os.dup(raw.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _bind(pool: PsycopgPool) -> type[TrackedConnection]:
@@ -538,11 +556,41 @@ class PsycopgPool:
     def _retire(self, conn: PsycopgConnection, reason: str) -> None:
         """Close a borrowed connection before giving it back: psycopg_pool then drops it and
         opens a replacement."""
+        raw = conn.raw
         conn.close_reason = reason
-        conn.raw._pgc_quiet = True
-        # close() reports it even if closing fails; it is unusable either way.
+        raw._pgc_quiet = True
+        held = not raw.closed and self._stop_statement(raw)
+        try:
+            # close() reports it even if closing fails; it is unusable either way.
+            with suppress(Exception):
+                raw.close()
+        finally:
+            if held:
+                raw.lock.release()
+
+    def _stop_statement(self, raw: TrackedConnection) -> bool:
+        """Make sure no statement runs on ``raw`` before it is closed; True when psycopg's
+        connection lock is then ours (release it once the connection is closed).
+
+        disconnect() takes connections away from borrowers that may be inside a statement,
+        in another task or thread. Closed under it, the statement would go on running on the
+        server, and the borrower would wait on a closed socket: psycopg's async wait keeps
+        the descriptor's number and watches it again every 0.1 s, by then perhaps another
+        connection's socket, and never wakes. So the statement is cancelled on the server;
+        the borrower gets its error and leaves the statement, and with it the connection
+        lock, which is taken here so that nothing starts on the connection before it is
+        closed. Should the cancel not get through, the socket is shut down (its descriptor
+        kept open), which fails the borrower's wait at once."""
+        lock = raw.lock
+        budget = self._connect_budget
+        if _take(lock, 0.0):
+            return True  # no statement running
         with suppress(Exception):
-            conn.raw.close()
+            raw.cancel_safe(timeout=budget)
+        if _take(lock, budget):
+            return True
+        _shut_down(raw)
+        return _take(lock, budget)
 
     # -- psycopg_pool callbacks ------------------------------------------------------------
 

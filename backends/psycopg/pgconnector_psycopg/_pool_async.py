@@ -50,6 +50,8 @@ from __future__ import annotations
 import asyncio
 
 # END
+import os
+import socket
 import threading
 from collections.abc import Sequence
 from contextlib import suppress
@@ -261,6 +263,36 @@ class AsyncTrackedConnection(AsyncConnection[TupleRow]):
             await super().close()
         finally:
             pool._hooks.connection_closed(adapter.connection_id, reason)
+
+
+# ASYNC
+async def _take(lock: asyncio.Lock, timeout: float) -> bool:
+    """Acquire ``lock`` within ``timeout`` seconds; True if it was."""
+    if not lock.locked():
+        await lock.acquire()  # free: no wait, so a timeout of 0 succeeds too
+        return True
+    try:
+        await asyncio.wait_for(lock.acquire(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+# SYNC: def _take(lock: threading.Lock, timeout: float) -> bool:
+# SYNC:     """Acquire ``lock`` within ``timeout`` seconds; True if it was."""
+# SYNC:     return lock.acquire(timeout=timeout)
+# END
+
+
+def _shut_down(raw: AsyncTrackedConnection) -> None:
+    """Shut the connection's socket down, keeping its descriptor open (a duplicate is closed):
+    whoever waits on it wakes with an error, and the number cannot be reused under them."""
+    with suppress(Exception):
+        sock = socket.socket(fileno=os.dup(raw.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _bind(pool: AsyncPsycopgPool) -> type[AsyncTrackedConnection]:
@@ -567,11 +599,41 @@ class AsyncPsycopgPool:
     async def _retire(self, conn: AsyncPsycopgConnection, reason: str) -> None:
         """Close a borrowed connection before giving it back: psycopg_pool then drops it and
         opens a replacement."""
+        raw = conn.raw
         conn.close_reason = reason
-        conn.raw._pgc_quiet = True
-        # close() reports it even if closing fails; it is unusable either way.
+        raw._pgc_quiet = True
+        held = not raw.closed and await self._stop_statement(raw)
+        try:
+            # close() reports it even if closing fails; it is unusable either way.
+            with suppress(Exception):
+                await raw.close()
+        finally:
+            if held:
+                raw.lock.release()
+
+    async def _stop_statement(self, raw: AsyncTrackedConnection) -> bool:
+        """Make sure no statement runs on ``raw`` before it is closed; True when psycopg's
+        connection lock is then ours (release it once the connection is closed).
+
+        disconnect() takes connections away from borrowers that may be inside a statement,
+        in another task or thread. Closed under it, the statement would go on running on the
+        server, and the borrower would wait on a closed socket: psycopg's async wait keeps
+        the descriptor's number and watches it again every 0.1 s, by then perhaps another
+        connection's socket, and never wakes. So the statement is cancelled on the server;
+        the borrower gets its error and leaves the statement, and with it the connection
+        lock, which is taken here so that nothing starts on the connection before it is
+        closed. Should the cancel not get through, the socket is shut down (its descriptor
+        kept open), which fails the borrower's wait at once."""
+        lock = raw.lock
+        budget = self._connect_budget
+        if await _take(lock, 0.0):
+            return True  # no statement running
         with suppress(Exception):
-            await conn.raw.close()
+            await raw.cancel_safe(timeout=budget)
+        if await _take(lock, budget):
+            return True
+        _shut_down(raw)
+        return await _take(lock, budget)
 
     # -- psycopg_pool callbacks ------------------------------------------------------------
 
