@@ -131,6 +131,7 @@ def main(argv: list[str]) -> int:
             ("ruff", "check", "."),
             ("mypy",),
             ("python", "tools/unasync.py", "--check"),
+            ("python", "tools/update_errors.py", "--check"),
             # Any warning (a docstring griffe cannot parse, a broken link) fails the build.
             # No --quiet: it hides the warnings from --strict's count, and the build passes.
             ("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site")),
