@@ -15,7 +15,7 @@ import sys
 import uuid
 from decimal import Decimal
 
-from pgconnector import AsyncConnectionManager, PoolConfig
+from pgconnector import AsyncConnectionManager, PoolConfig, UniqueViolation
 
 
 async def main() -> None:
@@ -42,6 +42,10 @@ async def main() -> None:
                     raise RuntimeError("changed my mind")
             except RuntimeError as exc:
                 print(f"rolled back: {exc}")
+            try:
+                await db.execute("INSERT INTO orders (id, item) VALUES (1, 'again')")
+            except UniqueViolation as exc:  # the same class on every backend
+                print(f"duplicate: {exc.sqlstate} {exc.constraint_name}: {exc.detail}")
             for row in await db.fetch("SELECT * FROM orders ORDER BY id"):
                 print(dict(row))
             print("total:", await db.fetchval("SELECT sum(price) FROM orders"))

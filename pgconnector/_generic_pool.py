@@ -136,8 +136,8 @@ class RawConnection(Protocol):
         """Run one statement (``$1`` placeholders, autocommit); return the command status.
 
         Raise :class:`pgconnector.ConnectionError` (driver error chained) when the connection
-        is unusable afterwards, from then on :meth:`is_broken` is true; let SQL errors through
-        as the driver's own exceptions."""
+        is unusable afterwards, from then on :meth:`is_broken` is true; raise an error the server
+        reported as the ``pgconnector.errors`` class of its SQLSTATE."""
         ...
 
     def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:

@@ -73,7 +73,9 @@ class DriverConnection(Protocol):
 
     Statements run in autocommit mode; ``BEGIN``/``COMMIT``/``SAVEPOINT`` are sent as plain
     statements by :class:`~pgconnector.Client`. Connection-level failures raise
-    :class:`pgconnector.ConnectionError`; SQL errors raise the driver's own exceptions.
+    :class:`pgconnector.ConnectionError`; errors the server reports for a statement raise the
+    ``pgconnector.errors`` class of their SQLSTATE (see ``pgconnector._translate``), with the
+    driver's exception chained.
     """
 
     @property

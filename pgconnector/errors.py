@@ -105,8 +105,10 @@ class PoolTimeoutError(ConnectionError, TimeoutError):
 class DatabaseError(PgConnectorError):
     """The server refused a statement. The subclass is chosen by SQLSTATE (see :func:`lookup`).
 
-    ``str(e)`` is the server's primary message; the other fields the server sent are
-    attributes (None when it sent none), and the driver's exception is ``.cause``.
+    ``str(e)`` is the server's primary message (``.message``; for the connection-level classes,
+    which are also :class:`ConnectionError`, ``str(e)`` also names the server); the other fields
+    the server sent are attributes (None when it sent none), and the driver's exception is
+    ``.cause``.
     """
 
     #: The SQLSTATE of the class (an instance carries the server's own code).
@@ -140,9 +142,6 @@ class DatabaseError(PgConnectorError):
         self.cause = cause
         if cause is not None:
             self.__cause__ = cause
-
-    def __str__(self) -> str:
-        return self.message
 
     def __reduce__(self) -> tuple[Any, ...]:
         fields = {k: getattr(self, k) for k in _FIELDS}

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 import pgconnector
+import pgconnector.errors
 from pgconnector import (
     AsyncConnectionManager,
     ConfigError,
@@ -363,16 +364,20 @@ async def test_broken_connection_surfaces_and_is_not_reused(
         with pytest.raises(ConnectionError) as info:
             await c.fetchval("SELECT 1")
         assert isinstance(info.value.cause, asyncpg.InterfaceError)
-    # a statement error on a healthy connection is asyncpg's own
+    # a statement error on a healthy connection is the class of its SQLSTATE, asyncpg's own
+    # exception chained
     async with m.connection() as c:
         assert c.connection_id != victim
-        with pytest.raises(asyncpg.DivisionByZeroError):
+        with pytest.raises(pgconnector.errors.DivisionByZero) as sql_error:
             await c.fetchval("SELECT 1/0")
-        with pytest.raises(asyncpg.PostgresSyntaxError):
+        assert isinstance(sql_error.value.cause, asyncpg.DivisionByZeroError)
+        with pytest.raises(pgconnector.errors.SyntaxError) as sql_error:
             await c.execute("SELEKT 1")
+        assert isinstance(sql_error.value.cause, asyncpg.PostgresSyntaxError)
         await c.execute("SET statement_timeout = '10ms'")
-        with pytest.raises(asyncpg.QueryCanceledError):
+        with pytest.raises(pgconnector.QueryCanceled) as sql_error:
             await c.execute("SELECT pg_sleep(1)")
+        assert isinstance(sql_error.value.cause, asyncpg.QueryCanceledError)
         await c.execute("RESET statement_timeout")
         with pytest.raises(asyncpg.DataError):  # JSON text or a dict, as on every backend
             await c.fetchval("SELECT $1::jsonb", [1, 2])

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import pgconnector
+import pgconnector.errors
 from pgconnector import ConfigError, ConnectionError, PoolConfig, PoolTimeoutError
 from tests.backends import helpers
 from tests.conftest import ServerInfo
@@ -186,10 +187,11 @@ async def test_statements_status_and_failed_transaction(make: Any) -> None:
         assert await c.execute("SELECT 1; SELECT 2") == "SELECT 1"
         assert [tuple(r) for r in await c.fetch("SELECT 1 AS a; SELECT 2 AS b")] == [(1,)]
         assert await c.execute("BEGIN") == "BEGIN"
-        with pytest.raises(DatabaseError, match="division by zero"):
+        with pytest.raises(pgconnector.errors.DivisionByZero, match="division by zero"):
             await c.fetchval("SELECT 1/0")
-        with pytest.raises(DatabaseError, match="current transaction is aborted"):
+        with pytest.raises(pgconnector.errors.InFailedSqlTransaction) as aborted:
             await c.fetchval("SELECT 1")
+        assert isinstance(aborted.value.cause, DatabaseError)  # pg8000's own, chained
         assert await c.execute("COMMIT") == "ROLLBACK"  # as with psycopg and asyncpg
         assert await c.fetchval("SELECT $1::text", "after") == "after"
         # a value that cannot be decoded does not desynchronize the connection
@@ -271,11 +273,12 @@ async def test_broken_connection_surfaces_and_is_not_reused(make: Any) -> None:
     assert "57P01" in str(error)
     async with m.connection() as c:
         assert c.connection_id != victim
-        with pytest.raises(DatabaseError, match="division by zero"):
+        with pytest.raises(pgconnector.errors.DivisionByZero, match="division by zero"):
             await c.fetchval("SELECT 1/0")
         await c.execute("SET statement_timeout = '10ms'")
-        with pytest.raises(DatabaseError, match="57014"):
+        with pytest.raises(pgconnector.QueryCanceled) as canceled:
             await c.execute("SELECT pg_sleep(1)")
+        assert canceled.value.sqlstate == "57014"
         await c.execute("RESET statement_timeout")
     assert "broken" in helpers.removal_reasons(events)
     assert [e.connection_id for e in helpers.error_events(events)] == [victim]

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import pgconnector
+import pgconnector.errors
 from pgconnector import ConfigError, ConnectionError, PoolConfig
 from tests.backends import helpers
 from tests.conftest import ServerInfo
@@ -195,14 +197,17 @@ async def test_dead_idle_connection_is_replaced_silently(make: Any) -> None:
 async def test_broken_connection_surfaces_and_is_not_reused(make: Any) -> None:
     m, events, victim, error = await helpers.use_a_terminated_connection(make)
     assert isinstance(error.cause, psycopg.OperationalError)
-    # a statement error on a healthy connection is psycopg's own
+    # a statement error on a healthy connection is the class of its SQLSTATE, psycopg's own
+    # exception chained
     async with m.connection() as c:
         assert c.connection_id != victim
-        with pytest.raises(psycopg.errors.DivisionByZero):
+        with pytest.raises(pgconnector.errors.DivisionByZero) as sql_error:
             await c.fetchval("SELECT 1/0")
+        assert isinstance(sql_error.value.cause, psycopg.errors.DivisionByZero)
         await c.execute("SET statement_timeout = '10ms'")
-        with pytest.raises(psycopg.errors.QueryCanceled):
+        with pytest.raises(pgconnector.QueryCanceled) as sql_error:
             await c.execute("SELECT pg_sleep(1)")
+        assert isinstance(sql_error.value.cause, psycopg.errors.QueryCanceled)
         await c.execute("RESET statement_timeout")
     assert "broken" in helpers.removal_reasons(events)
     await m.disconnect()

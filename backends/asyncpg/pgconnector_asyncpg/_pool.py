@@ -20,7 +20,8 @@ backoff while the server is unreachable. Three small objects adapt it to the cor
     the connection opens, so a checkout costs an attribute read. It runs statements on the
     asyncpg connection directly (not through the pool's proxy, which re-dispatches every
     call), and turns errors that leave the connection unusable into
-    :class:`pgconnector.ConnectionError`; SQL errors stay asyncpg's own exceptions.
+    :class:`pgconnector.ConnectionError`; SQL errors are the
+    ``pgconnector.errors`` class of their SQLSTATE.
 
 :class:`AsyncpgPool`
     The ``AsyncPoolBackend``. It maps the config onto ``asyncpg.create_pool`` and adds:
@@ -75,6 +76,7 @@ from pgconnector._hosts import STATE_QUERY, Attempt, connect_plan, describe_targ
 from pgconnector._multihost_async import aconnect_first
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
+from pgconnector._translate import ServerFields, server_error
 
 from ._params import connect_args, driver_message, jittered_lifetime
 
@@ -129,6 +131,34 @@ def _is_connection_failure(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
         return True  # ConnectionResetError, BrokenPipeError, …
     return getattr(exc, "severity", None) in ("FATAL", "PANIC")
+
+
+def _server_fields(exc: BaseException) -> ServerFields:
+    """What the server said about ``exc`` (asyncpg keeps each field as an attribute).
+
+    When the server ended the session, asyncpg raises its own ConnectionDoesNotExistError
+    ("connection was closed in the middle of operation") with the server's FATAL error
+    (``AdminShutdownError``, …) chained: that one says why."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return ServerFields()
+    chained = exc.__cause__ or exc.__context__
+    if (
+        isinstance(exc, pgexc.ConnectionDoesNotExistError)
+        and isinstance(chained, asyncpg.PostgresError)
+        and getattr(chained, "sqlstate", None)
+    ):
+        exc = chained
+    return ServerFields(
+        sqlstate=getattr(exc, "sqlstate", None),
+        message=getattr(exc, "message", None),
+        detail=getattr(exc, "detail", None),
+        hint=getattr(exc, "hint", None),
+        severity=getattr(exc, "severity_en", None) or getattr(exc, "severity", None),
+        schema_name=getattr(exc, "schema_name", None),
+        table_name=getattr(exc, "table_name", None),
+        column_name=getattr(exc, "column_name", None),
+        constraint_name=getattr(exc, "constraint_name", None),
+    )
 
 
 def _encode_json(value: object) -> str:
@@ -298,8 +328,8 @@ class AsyncpgConnection:
             # statements works and the status of the last one is returned, as with psycopg.
             return await self._con.execute(sql, *args)
         except Exception as exc:
-            error = self._pool._connection_error(self, exc)
-            if error is None:
+            error = self._pool._translate(self, exc)
+            if error is exc:
                 raise
             raise error from exc
         finally:
@@ -310,8 +340,8 @@ class AsyncpgConnection:
         try:
             records = await self._con.fetch(sql, *args)
         except Exception as exc:
-            error = self._pool._connection_error(self, exc)
-            if error is None:
+            error = self._pool._translate(self, exc)
+            if error is exc:
                 raise
             raise error from exc
         finally:
@@ -753,22 +783,32 @@ class AsyncpgPool:
         self._live.pop(adapter.connection_id, None)
         self._hooks.connection_closed(adapter.connection_id, reason)
 
-    def _connection_error(
-        self, adapter: AsyncpgConnection, exc: Exception
-    ) -> ConnectionError | None:
-        """The ConnectionError to raise when ``exc`` left the connection unusable, else None
-        (an SQL error: re-raise it as it is)."""
+    def _translate(self, adapter: AsyncpgConnection, exc: Exception) -> Exception:
+        """What to raise for ``exc``, a statement's failure: a :class:`ConnectionError` when it
+        left the connection unusable, the ``pgconnector.errors`` class of its SQLSTATE for an
+        error the server reported, else ``exc`` itself (asyncpg's own complaint about the
+        arguments, raised before anything was sent)."""
+        sqlstate = getattr(exc, "sqlstate", None)
         if not (adapter._con.is_closed() or _is_connection_failure(exc)):
+            # asyncpg raises some of its own complaints (an argument it cannot encode) under a
+            # server class, e.g. DataError, but without the fields of a server message.
+            if not isinstance(exc, asyncpg.PostgresError) or sqlstate is None or (
+                getattr(exc, "message", None) is None
+            ):
+                return exc
+            error = server_error(exc, _server_fields(exc))
             if not self._config.pgbouncer:
-                add_pgbouncer_hint(exc, getattr(exc, "sqlstate", None))
-            return None
+                add_pgbouncer_hint(error, sqlstate)
+            return error
         if not adapter.broken:
             adapter.broken = True
             self._hooks.connection_failed(exc, adapter.connection_id)
-        return ConnectionError(
-            f"connection to PostgreSQL at {self._target} is broken: "
-            f"{driver_message(exc, self._secrets)}",
+        return server_error(
             exc,
+            _server_fields(exc),
+            broken=True,
+            description=f"connection to PostgreSQL at {self._target} is broken: "
+            f"{driver_message(exc, self._secrets)}",
         )
 
     def __repr__(self) -> str:

@@ -54,7 +54,12 @@ from pg8000.exceptions import (  # type: ignore[import-untyped]
     InterfaceError,
 )
 
-from pgconnector import ConfigError, ConnectionError, ConnectParams, PoolConfig
+from pgconnector import (
+    ConfigError,
+    ConnectParams,
+    PgConnectorError,
+    PoolConfig,
+)
 from pgconnector._generic_pool import (
     ACTIVE,
     IDLE,
@@ -66,6 +71,7 @@ from pgconnector._hosts import STATE_QUERY, connect_plan, describe_target
 from pgconnector._multihost import connect_first
 from pgconnector._protocols import QueryResult
 from pgconnector._redact import redact
+from pgconnector._translate import fields_from_protocol, server_error
 
 __all__ = ["Pg8000Driver", "Pg8000Connection", "Pg8000Raw", "check_options", "param_oid"]
 
@@ -458,7 +464,10 @@ class Pg8000Raw:
                     and not self._close_requested):
                 # Raised after ReadyForQuery: an SQL (or decoding) error, and the connection
                 # is in step with the server.
-                raise
+                fields = error_fields(exc)
+                if not fields:
+                    raise  # not the server's: a value pg8000 could not decode
+                raise server_error(exc, fields_from_protocol(fields)) from exc
             self._broken = exc
             raise self._driver.broken(exc) from exc
         except BaseException as exc:
@@ -652,11 +661,15 @@ class Pg8000Driver:
 
     # internals --------------------------------------------------------------------------------
 
-    def broken(self, error: BaseException) -> ConnectionError:
-        return ConnectionError(
-            f"connection to PostgreSQL at {self._target} is broken: "
-            f"{redact(describe_error(error), self._secrets)}",
+    def broken(self, error: BaseException) -> PgConnectorError:
+        """The :class:`ConnectionError` for a connection that ``error`` broke (of its SQLSTATE's
+        class when the server said why, e.g. ``AdminShutdown``)."""
+        return server_error(
             error,
+            fields_from_protocol(error_fields(error)),
+            broken=True,
+            description=f"connection to PostgreSQL at {self._target} is broken: "
+            f"{redact(describe_error(error), self._secrets)}",
         )
 
     def _attempt(

@@ -30,6 +30,7 @@ from psycopg.types.json import JsonbDumper
 
 from pgconnector import ConfigError, ConnectParams, PoolConfig
 from pgconnector._redact import redact
+from pgconnector._translate import ServerFields
 
 __all__ = [
     "NEVER",
@@ -38,6 +39,7 @@ __all__ = [
     "REFILL_DELAYS",
     "abandon_workers",
     "aping_within",
+    "server_fields",
     "hang_up",
     "ping_within",
     "MIN_WAIT",
@@ -213,6 +215,22 @@ def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:
     """The driver error as one redacted line (psycopg messages may span several)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return redact(text, secrets)
+
+
+def server_fields(exc: psycopg.Error) -> ServerFields:
+    """What the server said about ``exc`` (psycopg's ``diag``), for the core's translation."""
+    diag = exc.diag
+    return ServerFields(
+        sqlstate=exc.sqlstate,
+        message=diag.message_primary,
+        detail=diag.message_detail,
+        hint=diag.message_hint,
+        severity=diag.severity_nonlocalized or diag.severity,
+        schema_name=diag.schema_name,
+        table_name=diag.table_name,
+        column_name=diag.column_name,
+        constraint_name=diag.constraint_name,
+    )
 
 
 def is_connection_broken(conn: psycopg.BaseConnection[Any], exc: BaseException) -> bool:

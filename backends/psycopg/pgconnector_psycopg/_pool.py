@@ -27,7 +27,8 @@ psycopg_pool keeps the connections; three small objects adapt it to the core's c
     connection opens, so a checkout costs one ``getconn()`` and an attribute read. It runs
     statements through a ``RawCursor`` (PostgreSQL's own ``$1`` placeholders) on a connection
     in autocommit mode, and turns errors that leave the connection unusable into
-    :class:`pgconnector.ConnectionError`; SQL errors stay psycopg's own exceptions.
+    :class:`pgconnector.ConnectionError`; SQL errors are the
+    ``pgconnector.errors`` class of their SQLSTATE.
 
 :class:`PsycopgPool`
     The ``PoolBackend``. It maps the config onto psycopg_pool, and adds what psycopg_pool
@@ -66,6 +67,7 @@ from pgconnector._acompat import Event, Lock, wait_event
 from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import DriverConnection, QueryResult
+from pgconnector._translate import server_error
 
 from ._common import (
     MIN_WAIT,
@@ -84,6 +86,7 @@ from ._common import (
     ping_within,
     quiet_discard_warnings,
     seconds_or_never,
+    server_fields,
 )
 
 # isort: split
@@ -158,10 +161,10 @@ class PsycopgConnection:
                 pass
             return cursor.statusmessage or ""
         except psycopg.Error as exc:
-            error = self._pool._connection_error(self, exc)
-            if error is not None:
-                raise error from exc
-            raise
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
         try:
@@ -176,10 +179,10 @@ class PsycopgConnection:
             encoding = self._raw.info.encoding
             names = [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)]
         except psycopg.Error as exc:
-            error = self._pool._connection_error(self, exc)
-            if error is not None:
-                raise error from exc
-            raise
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
         return names, rows
 
     def server_parameter(self, name: str) -> str | None:
@@ -692,23 +695,28 @@ class PsycopgPool:
             return "max_lifetime"
         return "idle"
 
-    def _connection_error(
-        self, adapter: PsycopgConnection, exc: psycopg.Error
-    ) -> ConnectionError | None:
-        """The ConnectionError to raise when ``exc`` left the connection unusable, else None
-        (a SQL error: re-raise it as it is)."""
+    def _translate(self, adapter: PsycopgConnection, exc: psycopg.Error) -> Exception:
+        """What to raise for ``exc``, a statement's failure: a :class:`ConnectionError` when it
+        left the connection unusable, the ``pgconnector.errors`` class of its SQLSTATE for an
+        error the server reported, else ``exc`` itself (psycopg's own complaint about the
+        arguments, raised before anything was sent)."""
         if not is_connection_broken(adapter.raw, exc):
+            if exc.sqlstate is None:
+                return exc
+            error = server_error(exc, server_fields(exc))
             if not self._config.pgbouncer:
-                add_pgbouncer_hint(exc, exc.sqlstate)
-            return None
+                add_pgbouncer_hint(error, exc.sqlstate)
+            return error
         first = not adapter.broken
         adapter.broken = True
         if first:
             self._hooks.connection_failed(exc, adapter.connection_id)
-        return ConnectionError(
-            f"connection to PostgreSQL at {self._target} is broken: "
-            f"{driver_message(exc, self._secrets)}",
+        return server_error(
             exc,
+            server_fields(exc),
+            broken=True,
+            description=f"connection to PostgreSQL at {self._target} is broken: "
+            f"{driver_message(exc, self._secrets)}",
         )
 
     def __repr__(self) -> str:
