@@ -1,4 +1,4 @@
-"""LISTEN / NOTIFY: ``manager.listen()`` and ``client.notify()``, on every backend × manager."""
+"""LISTEN / NOTIFY: ``manager.listen()`` and ``client.notify()``, on every backend x manager."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ async def test_get_raises_timeout_error(make_manager: MakeManager) -> None:
             await stream.get(timeout=-1)
 
 
-async def test_notify_is_delivered_at_commit_never_after_rollback(make_manager: MakeManager) -> None:
+async def test_notify_is_delivered_at_commit_never_after_rollback(
+    make_manager: MakeManager,
+) -> None:
     m = make_manager()
     await m.connect()
     async with m.connection() as c, m.listen("tx") as stream:
