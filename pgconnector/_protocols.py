@@ -209,6 +209,8 @@ class Backend(Protocol):
 
     Importing the module that defines it must not import the driver: the core reads the
     attributes below for ``available_backends()`` without loading any driver.
+
+    For ``manager.listen()`` it may also have the methods of :class:`ListenerBackend`.
     """
 
     #: The name users put in ``PoolConfig(backend=...)`` and ``postgresql+NAME://``.
