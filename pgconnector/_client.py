@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "Transaction"]
 
+REVOKED = (
+    "disconnect() closed the pool while this client was borrowed, and closed its connection"
+)
+
 
 class Client:
     """One borrowed connection. Placeholders are PostgreSQL's own ``$1, $2, …``.
@@ -30,13 +34,16 @@ class Client:
     """
 
     __slots__ = (
-        "__weakref__", "_broken", "_conn", "_granted", "_pool", "_released", "_tx_depth"
+        "__weakref__", "_broken", "_conn", "_granted", "_pool", "_released", "_revoked",
+        "_tx_depth",
     )
 
     def __init__(self, conn: DriverConnection, pool: ManagedPool) -> None:
         self._conn = conn
         self._pool = pool
         self._released = False
+        #: Taken away by disconnect() (and so released), not given back by its borrower.
+        self._revoked = False
         self._broken = False
         self._tx_depth = 0
         # perf_counter() when the borrow was granted, only while metrics listen (else 0.0):
@@ -45,6 +52,8 @@ class Client:
 
     def _live(self) -> DriverConnection:
         if self._released:
+            if self._revoked:
+                raise ConnectionError(REVOKED)
             raise ClientReleasedError(
                 "this Client was released back to the pool and can no longer be used; "
                 "borrow a new one with get_client() or connection()"
@@ -59,6 +68,10 @@ class Client:
         except ConnectionError:
             self._broken = True
             raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
 
     def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
         conn = self._live()
@@ -67,6 +80,17 @@ class Client:
         except ConnectionError:
             self._broken = True
             raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: Exception) -> ConnectionError:
+        """disconnect() took the client away while its statement ran: the backend cancelled
+        the statement or closed the connection under it, and whatever the driver made of that
+        (a cancelled query, a closed connection), the borrower lost its connection."""
+        self._broken = True
+        return ConnectionError(REVOKED, exc)
 
     def fetch(self, sql: str, *args: Any) -> list[Row]:
         """Run a query; return every row."""

@@ -12,6 +12,7 @@ import asyncio
 
 # END
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,7 +30,7 @@ from ._listen_base import check_channels
 from ._protocols import AsyncDriverConnection, AsyncPoolBackend
 from ._redact import redact
 from ._registry import resolve_backend
-from ._stats import ConnectionStatus, PoolMonitor, PoolStats, utcnow
+from ._stats import ConnectionStatus, PoolGauges, PoolMonitor, PoolStats, utcnow
 from .errors import (
     ConfigError,
     ConnectionError,
@@ -46,6 +47,9 @@ from ._acompat import run_within
 __all__ = ["AsyncBorrow", "AsyncConnectionManager", "AsyncManagedPool", "check_pool"]
 
 NOT_CONNECTED = "Not connected to database. Call connect() first."
+CLOSED_WHILE_WAITING = (
+    "disconnect() closed the pool while this borrow waited for a connection; connect() again"
+)
 # The target_session_attrs that a connected server can stop meeting.
 _CHECKED_ATTRS = frozenset({"read-write", "read-only", "primary", "standby"})
 
@@ -56,12 +60,15 @@ class AsyncManagedPool:
     It wraps the backend's pool (``.backend``; the driver's own pool is ``.native``) with the
     core's bookkeeping, so that borrowing through it is counted in the stats and fires events
     exactly as borrowing through the manager does.
+
+    Its gauges are its own (a :class:`~pgconnector._stats.PoolGauges`, one per ``connect()``):
+    a borrow still running when the pool closes is counted out where it was counted in.
     """
 
     def __init__(
         self,
         backend: AsyncPoolBackend,
-        monitor: PoolMonitor,
+        gauges: PoolGauges,
         config: PoolConfig,
         backend_name: str,
         secrets: tuple[str, ...],
@@ -69,10 +76,16 @@ class AsyncManagedPool:
     ) -> None:
         self.backend = backend
         self.backend_name = backend_name
-        self._monitor = monitor
+        self._gauges = gauges
+        self._monitor = monitor = gauges.monitor
         self._config = config
         self._secrets = secrets
         self._outstanding: set[AsyncClient] = set()
+        # Guards _outstanding, _closing and each client's _released: a client is given back
+        # exactly once, by its borrower or by close(), whichever comes first (in the sync
+        # manager they are different threads), and close() never misses a borrow granted
+        # while it takes stock. Never held across I/O or while listeners run.
+        self._lock = threading.Lock()
         self._logger = logger
         # Kept only for the requirements a server can stop meeting while connected (a primary
         # fenced read-only, a standby promoted): connections are then retired, not reused.
@@ -91,22 +104,23 @@ class AsyncManagedPool:
         return self.backend.native
 
     def stats(self) -> PoolStats:
-        return self._monitor.snapshot()
+        return self._monitor.snapshot(self._gauges)
 
     async def acquire(self, timeout: float | None = None) -> AsyncClient:
         """Borrow a client, waiting up to ``timeout`` (default: ``acquire_timeout``)."""
         wait = self._config.acquire_timeout if timeout is None else timeout
         monitor = self._monitor
+        gauges = self._gauges
         # The clock is read only while a metrics sink listens: one attribute test otherwise.
         started = time.perf_counter() if monitor.sinks else 0.0
-        monitor.wait_started()
+        gauges.wait_started()
         try:
             conn = await self.backend.acquire(wait)
             if self._want is not None:
                 conn = await self._matching(conn, wait)
         except PoolTimeoutError as exc:
-            monitor.wait_timed_out()
-            stats = monitor.snapshot()
+            gauges.wait_timed_out()
+            stats = self.stats()
             raise PoolTimeoutError(
                 f"no connection became free within {wait:g} s (backend {self.backend_name}, "
                 f"max_size={stats.max_size}, in use={stats.in_use}, "
@@ -115,18 +129,29 @@ class AsyncManagedPool:
                 exc.cause,
             ) from exc
         except PgConnectorError:
-            monitor.wait_failed()
+            gauges.wait_failed()
             raise
         except BaseException as exc:
-            monitor.wait_failed()
+            gauges.wait_failed()
             if isinstance(exc, Exception):
                 raise ConnectionError(
                     f"could not acquire a connection: {redact(str(exc), self._secrets)}", exc
                 ) from exc
             raise
         client = AsyncClient(conn, self)
-        self._outstanding.add(client)
-        monitor.acquired(conn.connection_id)
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                # Counted before close() can see it, so close() never counts it out first.
+                gauges.acquired()
+                self._outstanding.add(client)
+        if closing:
+            # Granted after close() took stock of the borrowed connections: it is not this
+            # borrower's to use, and goes straight back to be closed.
+            gauges.wait_failed()
+            await self.backend.release(conn, discard=True)
+            raise ConnectionError(CLOSED_WHILE_WAITING)
+        monitor.emit("acquire", conn.connection_id)
         if started:
             client._granted = granted = time.perf_counter()
             monitor.waited(granted - started)
@@ -143,15 +168,20 @@ class AsyncManagedPool:
                 "this Client belongs to another pool; release it with client.release()",
                 field="client",
             )
-        client._released = True
+        with self._lock:
+            if client._released:
+                return  # close() took it away meanwhile
+            client._released = True
+            self._outstanding.discard(client)
+            drained = self._closing and not self._outstanding
         conn = client._conn
-        self._outstanding.discard(client)
         if self._leaks is not None:
             self._leaks.returned(client)
-        self._monitor.released(conn.connection_id)
+        self._gauges.released()
+        self._monitor.emit("release", conn.connection_id)
         if client._granted:
             self._monitor.used(time.perf_counter() - client._granted)
-        if self._closing and not self._outstanding:
+        if drained:
             self._drained.set()
         discard = client._broken
         if self._want is not None and not discard and self._mismatch(conn) is not None:
@@ -185,22 +215,33 @@ class AsyncManagedPool:
         return conn
 
     async def close(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for checked-out clients, discard the rest, close the pool."""
-        self._closing = True
-        if self._outstanding:
+        """Wait up to ``timeout`` s for checked-out clients, discard the rest, close the pool.
+
+        A borrower whose client is taken away gets a :class:`~pgconnector.ConnectionError`
+        from the statement it is running (the backend cancels it on the server before closing
+        the connection) or from its next one; so does one still waiting for a connection."""
+        with self._lock:
+            self._closing = True
+            busy = bool(self._outstanding)
+        if busy:
             await await_event(self._drained, timeout)
         if self._leaks is not None:
             self._leaks.stop()
-        for client in list(self._outstanding):
-            # Still checked out after the grace period: take the connection away from its
-            # borrower (whose later release() is then a no-op) and close it.
-            client._released = True
-            self._outstanding.discard(client)
-            self._monitor.released(client._conn.connection_id)
+        with self._lock:
+            # Still checked out after the grace period: take the connections away from their
+            # borrowers (whose later release() is then a no-op) and close them.
+            revoked = list(self._outstanding)
+            self._outstanding.clear()
+            for client in revoked:
+                client._released = client._revoked = True
+        for client in revoked:
+            conn = client._conn
+            self._gauges.released()
+            self._monitor.emit("release", conn.connection_id)
             try:
-                await self.backend.release(client._conn, discard=True)
+                await self.backend.release(conn, discard=True)
             except Exception as exc:
-                self._monitor.connection_failed(exc, client._conn.connection_id)
+                self._monitor.connection_failed(exc, conn.connection_id)
         await self.backend.close(timeout)
 
 
@@ -339,7 +380,10 @@ class AsyncConnectionManager:
         async with self._lock:
             if self._pool is not None:
                 return self._pool
-            backend_pool = self._plugin.create_async_pool(self._config, self._monitor)
+            # A generation of gauges of its own: whatever of this pool outlives disconnect()
+            # is counted out there, never in the next pool's numbers.
+            gauges = self._monitor.generation()
+            backend_pool = self._plugin.create_async_pool(self._config, gauges)
             try:
                 await backend_pool.open(open_budget(self._config.connect_params()))
             except Exception as exc:
@@ -355,13 +399,12 @@ class AsyncConnectionManager:
                     self._plugin.name,
                     redact(str(error), self._secrets),
                 )
-                self._monitor.pool_closed()
                 if error is exc:
                     raise
                 raise error from exc
             self._pool = AsyncManagedPool(
                 backend_pool,
-                self._monitor,
+                gauges,
                 self._config,
                 self._plugin.name,
                 self._secrets,
@@ -392,8 +435,6 @@ class AsyncConnectionManager:
                 raise ConnectionError(
                     f"error while closing the pool: {redact(str(exc), self._secrets)}", exc
                 ) from exc
-            finally:
-                self._monitor.pool_closed()
             self._logger.info("PostgreSQL connection pool closed (%s backend)", self._plugin.name)
 
     async def health_check(self, timeout: float | None = None) -> ConnectionStatus:
@@ -403,7 +444,7 @@ class AsyncConnectionManager:
         if pool is None:
             return ConnectionStatus(
                 connected=False,
-                pool_stats=self._monitor.snapshot(connected=False),
+                pool_stats=self._monitor.snapshot(),
                 last_checked=utcnow(),
                 error=NOT_CONNECTED,
             )
@@ -467,7 +508,8 @@ class AsyncConnectionManager:
     def get_pool_stats(self) -> PoolStats:
         """Current pool numbers; cheap, never does I/O. Zeros (but the counters) when not
         connected."""
-        return self._monitor.snapshot(connected=self._pool is not None)
+        pool = self._pool
+        return self._monitor.snapshot() if pool is None else pool.stats()
 
     def is_initialized(self) -> bool:
         """True after a verified connect, until disconnect() or a failed health check."""

@@ -3,6 +3,13 @@
 The counting lives here, in the core, so that ``PoolStats`` means the same thing on every
 backend whatever its driver exposes. The monitor is shared by the sync and the async manager
 and may be called from any thread, so every mutation happens under one lock.
+
+The gauges (``total``, ``in_use``, ``waiting``) are counted per pool generation — one
+``connect()`` to its ``disconnect()`` — in a :class:`PoolGauges` of their own, while the
+counters are the manager's. A borrow or a connection that outlives ``disconnect()`` settles in
+the generation it started in, so every increment meets its decrement in the same object: the
+next generation's numbers cannot be dragged below zero, and a closed generation's return to
+zero once its last borrower is gone.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from ._events import LoggerLike
 
-__all__ = ["PoolStats", "ConnectionStatus", "PoolMonitor", "TimingSink"]
+__all__ = ["PoolStats", "ConnectionStatus", "PoolGauges", "PoolMonitor", "TimingSink"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,8 @@ class TimingSink(Protocol):
 class PoolMonitor:
     """Counts what happens in one manager's pool and fires its events.
 
-    Implements :class:`~pgconnector._protocols.PoolHooks` for the backend pool.
+    The counters and the events are the manager's, across reconnects; the gauges of each pool
+    generation are in the :class:`PoolGauges` that :meth:`generation` makes for it.
     """
 
     def __init__(
@@ -100,13 +108,10 @@ class PoolMonitor:
         self.max_size = max_size
         self._logger = logger
         self._secrets = secrets
+        #: Guards every count, the generations' gauges included.
         self._lock = threading.Lock()
         self._listeners: dict[EventName, list[Listener]] = {name: [] for name in EVENT_NAMES}
         self._next_id = 0
-        # gauges (describe the current pool)
-        self._total = 0
-        self._in_use = 0
-        self._waiting = 0
         # counters (cumulative)
         self._acquires = 0
         self._timeouts = 0
@@ -117,6 +122,10 @@ class PoolMonitor:
         #: the borrow path: the managed pool checks this one attribute. Replaced (copy on
         #: write, under the lock) rather than mutated, so readers never need the lock.
         self.sinks: tuple[TimingSink, ...] = ()
+
+    def generation(self) -> PoolGauges:
+        """The gauges of a new pool generation (one ``connect()``), all zero."""
+        return PoolGauges(self)
 
     # -- timing sinks ----------------------------------------------------------------------
 
@@ -139,6 +148,13 @@ class PoolMonitor:
         for sink in self.sinks:
             try:
                 sink.use_time(seconds)
+            except Exception as exc:
+                self._sink_failed(exc)
+
+    def created(self, seconds: float) -> None:
+        for sink in self.sinks:
+            try:
+                sink.create_time(seconds)
             except Exception as exc:
                 self._sink_failed(exc)
 
@@ -197,89 +213,26 @@ class PoolMonitor:
                 if name != "error":
                     self.emit("error", connection_id, error=exc)
 
-    # -- PoolHooks -------------------------------------------------------------------------
-
-    def connection_opened(self, seconds: float | None = None) -> int:
-        with self._lock:
-            self._next_id += 1
-            connection_id = self._next_id
-            self._total += 1
-            self._opened += 1
-        if seconds is not None:
-            for sink in self.sinks:
-                try:
-                    sink.create_time(seconds)
-                except Exception as exc:
-                    self._sink_failed(exc)
-        self.emit("connect", connection_id)
-        return connection_id
-
-    def connection_closed(self, connection_id: int, reason: str) -> None:
-        with self._lock:
-            self._total = max(0, self._total - 1)
-            self._closed += 1
-        self.emit("remove", connection_id, reason=reason)
-
     def connection_failed(self, error: BaseException, connection_id: int | None = None) -> None:
         self.emit("error", connection_id, error=error)
-
-    # -- manager side ----------------------------------------------------------------------
-
-    def wait_started(self) -> None:
-        with self._lock:
-            self._waiting += 1
-
-    def wait_timed_out(self) -> None:
-        with self._lock:
-            self._waiting -= 1
-            self._timeouts += 1
-
-    def wait_failed(self) -> None:
-        with self._lock:
-            self._waiting -= 1
-
-    def acquired(self, connection_id: int) -> None:
-        with self._lock:
-            self._waiting -= 1
-            self._acquires += 1
-            self._in_use += 1
-        if self._listeners["acquire"]:
-            self.emit("acquire", connection_id)
-
-    def released(self, connection_id: int) -> int:
-        """Count a release; returns how many connections are still checked out."""
-        with self._lock:
-            self._in_use -= 1
-            in_use = self._in_use
-        if self._listeners["release"]:
-            self.emit("release", connection_id)
-        return in_use
 
     def leaked(self) -> None:
         with self._lock:
             self._leaks += 1
 
-    @property
-    def in_use(self) -> int:
-        return self._in_use
-
-    def pool_closed(self) -> None:
-        """The pool is gone: whatever the backend reported, nothing is open or waiting now."""
+    def snapshot(self, gauges: PoolGauges | None = None) -> PoolStats:
+        """The counters, with ``gauges``' numbers (zeros without: not connected)."""
         with self._lock:
-            self._total = 0
-            self._in_use = 0
-            self._waiting = 0
-
-    def snapshot(self, connected: bool = True) -> PoolStats:
-        with self._lock:
-            if not connected:
+            if gauges is None:
                 total = in_use = waiting = 0
             else:
-                total, in_use, waiting = self._total, self._in_use, self._waiting
+                total, in_use, waiting = gauges.total, gauges.in_use, gauges.waiting
             return PoolStats(
                 total=total,
+                # Not a clamp over drift: a borrowed connection that broke is reported closed
+                # before its borrower releases it, so for that moment in_use exceeds total.
                 idle=max(0, total - in_use),
-                waiting=max(0, waiting),
+                waiting=waiting,
                 in_use=in_use,
                 min_size=self.min_size,
                 max_size=self.max_size,
@@ -289,3 +242,76 @@ class PoolMonitor:
                 connections_closed=self._closed,
                 leaks=self._leaks,
             )
+
+
+class PoolGauges:
+    """What one pool generation has open (``total``), lent (``in_use``) and has borrowers
+    waiting for (``waiting``); implements :class:`~pgconnector._protocols.PoolHooks` for that
+    generation's backend pool, and counts the manager's counters on its monitor.
+
+    Every borrow that increments ``waiting`` or ``in_use`` here decrements it here, whenever
+    it ends, and every connection the backend reports open here is reported closed here: the
+    numbers are exact for the generation's whole life, and back at zero once it is closed and
+    its last borrower is gone. Read them with :meth:`PoolMonitor.snapshot`.
+    """
+
+    __slots__ = ("in_use", "monitor", "total", "waiting")
+
+    def __init__(self, monitor: PoolMonitor) -> None:
+        self.monitor = monitor
+        self.total = 0
+        self.in_use = 0
+        self.waiting = 0
+
+    # -- PoolHooks -------------------------------------------------------------------------
+
+    def connection_opened(self, seconds: float | None = None) -> int:
+        monitor = self.monitor
+        with monitor._lock:
+            monitor._next_id += 1
+            connection_id = monitor._next_id
+            monitor._opened += 1
+            self.total += 1
+        if seconds is not None and monitor.sinks:
+            monitor.created(seconds)
+        monitor.emit("connect", connection_id)
+        return connection_id
+
+    def connection_closed(self, connection_id: int, reason: str) -> None:
+        monitor = self.monitor
+        with monitor._lock:
+            self.total -= 1
+            monitor._closed += 1
+        monitor.emit("remove", connection_id, reason=reason)
+
+    def connection_failed(self, error: BaseException, connection_id: int | None = None) -> None:
+        self.monitor.emit("error", connection_id, error=error)
+
+    # -- the managed pool's side -----------------------------------------------------------
+
+    def wait_started(self) -> None:
+        with self.monitor._lock:
+            self.waiting += 1
+
+    def wait_timed_out(self) -> None:
+        monitor = self.monitor
+        with monitor._lock:
+            self.waiting -= 1
+            monitor._timeouts += 1
+
+    def wait_failed(self) -> None:
+        with self.monitor._lock:
+            self.waiting -= 1
+
+    # The pool fires the acquire and release events itself, outside its own lock.
+
+    def acquired(self) -> None:
+        monitor = self.monitor
+        with monitor._lock:
+            self.waiting -= 1
+            self.in_use += 1
+            monitor._acquires += 1
+
+    def released(self) -> None:
+        with self.monitor._lock:
+            self.in_use -= 1

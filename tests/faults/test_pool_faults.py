@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -103,7 +104,8 @@ async def test_waiters_are_served_in_arrival_order(faults: FaultKit) -> None:
 @pytest.mark.fault(GROUP, "disconnect() while connections are checked out")
 async def test_disconnect_waits_then_forces_checked_out_connections(faults: FaultKit) -> None:
     """disconnect(timeout=0.5) with a connection borrowed (and inside a transaction) waits its
-    grace period, then closes it anyway; the borrower's client is released and refuses use."""
+    grace period, then closes it anyway; the borrower's client is released, and its use raises
+    ConnectionError."""
     m = faults.manager(min_size=1, max_size=2)
     await m.connect()
     held = await m.get_client()
@@ -114,7 +116,8 @@ async def test_disconnect_waits_then_forces_checked_out_connections(faults: Faul
     assert 0.45 <= waited < 5.0  # the borrower got its grace period, and no more
     assert held.released is True
     await held.release()  # a no-op now, not an error
-    with pytest.raises(ClientReleasedError):
+    # Taken away by disconnect(), not released by its borrower: the connection is lost.
+    with pytest.raises(pgconnector.ConnectionError, match="disconnect"):
         await held.fetchval("SELECT 1")
     stats = m.get_pool_stats()
     assert stats.in_use == 0
@@ -151,6 +154,42 @@ async def test_client_misuse(faults: FaultKit) -> None:
         _ = c.raw
     async with m.connection() as again:
         assert await again.fetchval("SELECT 2") == 2
+
+
+async def _close_raw(c: Any) -> None:
+    """Close a client's driver connection behind the pool's back, as user code with
+    ``.raw`` might."""
+    raw = c.raw
+    closing = raw.terminate() if hasattr(raw, "terminate") else raw.close()
+    if asyncio.iscoroutine(closing):
+        await closing
+
+
+@pytest.mark.fault(GROUP, "Driver connection closed through .raw while borrowed")
+async def test_raw_connection_closed_while_borrowed(faults: FaultKit) -> None:
+    """A borrower closes its driver connection itself (``client.raw``), on a pool with
+    target_session_attrs (so a release reads the server's last reported state): the next
+    statement raises ConnectionError, not a driver exception; the release gives the slot back
+    without raising; the next borrower gets a working connection."""
+    m = faults.manager(min_size=1, max_size=1, target_session_attrs="read-write")
+    await m.connect()
+    c = await m.get_client()
+    assert await c.fetchval("SELECT 1") == 1
+    await _close_raw(c)
+    with pytest.raises(pgconnector.ConnectionError):
+        await c.fetchval("SELECT 1")
+    await c.release()
+    async with m.connection(timeout=5.0) as c:
+        assert await c.fetchval("SELECT 1") == 1
+    # Closed without the statement: the release alone must cope.
+    c = await m.get_client()
+    await _close_raw(c)
+    await c.release()
+    async with m.connection(timeout=5.0) as c:
+        assert await c.fetchval("SELECT 1") == 1
+    stats = m.get_pool_stats()
+    assert (stats.in_use, stats.waiting) == (0, 0)
+    assert stats.connections_opened - stats.connections_closed == stats.total
 
 
 @pytest.mark.fault(GROUP, "A listener that raises")
@@ -238,6 +277,46 @@ async def test_cancelled_while_holding(faults: FaultKit) -> None:
     faults.record(next_borrow_s=round(time.monotonic() - begun, 3))
 
 
+@pytest.mark.fault(GROUP, "Cancelled twice mid-query inside transaction()")
+async def test_cancelled_twice_inside_transaction(faults: FaultKit) -> None:
+    """A task cancelled twice while a long statement runs inside transaction() (say
+    wait_for's timeout, then its parent's cancel), the second cancel landing while the first
+    is being handled (the driver cancelling the statement on the server): the task ends with
+    CancelledError, never a driver exception; its slot is free, and the next borrower gets a
+    working connection. Tried with the second cancel 0 to 5 event-loop turns after the first.
+    (A driver whose cancel request was interrupted drops the connection instead; the server
+    then ends the statement when it notices, here within client_connection_check_interval.)"""
+    if faults.mode == "sync":
+        pytest.skip("threads cannot be cancelled")
+    # A dropped connection's statement would otherwise run its 30 s on the server.
+    checked = {"client_connection_check_interval": "100ms"}
+    m = faults.manager(min_size=1, max_size=2, acquire_timeout=5.0, server_settings=checked)
+    await m.connect()
+
+    async def borrower(started: asyncio.Event) -> None:
+        async with m.connection() as c, c.transaction():
+            started.set()
+            await c.fetchval("SELECT pg_sleep(30)")
+
+    for gap in range(6):
+        started = asyncio.Event()
+        task = asyncio.create_task(borrower(started))
+        await started.wait()
+        await wait_until(lambda: _sleepers(faults) == 1)  # the statement runs on the server
+        task.cancel()
+        for _ in range(gap):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 20.0)
+        stats = m.get_pool_stats()
+        assert (stats.in_use, stats.waiting) == (0, 0), f"gap {gap}: {stats}"
+        await wait_until(lambda: _sleepers(faults) == 0)
+        async with m.connection(timeout=5.0) as c:
+            assert await c.fetchval("SELECT 1") == 1
+            assert await c.fetchval("SELECT txid_current_if_assigned()") is None
+
+
 @pytest.mark.fault(GROUP, "Cancelled while waiting for a connection")
 async def test_cancelled_while_waiting(faults: FaultKit) -> None:
     """Five tasks queued for the only connection are cancelled: nobody is left waiting, the
@@ -320,3 +399,159 @@ async def test_cancelled_at_random_moments_leak_nothing(faults: FaultKit) -> Non
     started = time.monotonic()
     await m.disconnect(timeout=10.0)
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.fault(GROUP, "disconnect() and connect() again, ten times, while borrowers run")
+async def test_reconnect_while_borrowing_keeps_the_books(faults: FaultKit) -> None:
+    """Six borrowers (threads or tasks) keep borrowing while the manager is disconnected (with
+    no grace, or a short one) and connected again, ten times. No gauge is ever seen below
+    zero; every borrower ends, each borrow with its statement's result, ConnectionError or
+    PoolTimeoutError; afterwards nothing is in use or waiting, ``total`` equals opened minus
+    closed, every closed pool's own gauges are back at zero, and a borrow works."""
+    m = faults.manager(min_size=1, max_size=2, acquire_timeout=0.5)
+    await m.connect()
+    allowed = (pgconnector.ConnectionError, PoolTimeoutError)
+    stop = threading.Event()
+    lock = threading.Lock()
+    outcomes: dict[str, int] = {}
+    unexpected: list[BaseException] = []
+    lowest = {"total": 0, "idle": 0, "in_use": 0, "waiting": 0}
+
+    def note(outcome: BaseException | None) -> None:
+        stats = m.get_pool_stats()
+        with lock:
+            for name in lowest:
+                lowest[name] = min(lowest[name], getattr(stats, name))
+            key = "ok" if outcome is None else type(outcome).__name__
+            outcomes[key] = outcomes.get(key, 0) + 1
+            if outcome is not None and not isinstance(outcome, allowed):
+                unexpected.append(outcome)
+
+    def successes() -> int:
+        with lock:
+            return outcomes.get("ok", 0)
+
+    def served_beyond(count: int) -> Callable[[], bool]:
+        return lambda: successes() >= count
+
+    sql = "SELECT pg_sleep(0.01)"
+    if m.mode == "sync":
+        manager = m.manager
+        assert isinstance(manager, pgconnector.ConnectionManager)
+
+        def borrower() -> None:
+            while not stop.is_set():
+                try:
+                    with manager.connection(timeout=0.5) as c:
+                        c.fetchval(sql)
+                    note(None)
+                except Exception as exc:
+                    note(exc)
+                    stop.wait(0.005)  # not connected yet: no need to spin
+
+        threads = [threading.Thread(target=borrower, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+    else:
+        amanager = m.manager
+        assert isinstance(amanager, pgconnector.AsyncConnectionManager)
+
+        async def aborrower() -> None:
+            while not stop.is_set():
+                try:
+                    async with amanager.connection(timeout=0.5) as c:
+                        await c.fetchval(sql)
+                    note(None)
+                except Exception as exc:
+                    note(exc)
+                    await asyncio.sleep(0.005)  # not connected yet: let the loop run
+
+        tasks = [asyncio.create_task(aborrower()) for _ in range(6)]
+    pools = []
+    try:
+        for cycle in range(10):
+            pools.append(m.get_pool())
+            # Borrowers at work on this pool before it is taken away from them.
+            await wait_until(served_beyond(successes() + 2), timeout=30.0)
+            await m.disconnect(timeout=0.05 if cycle % 2 else 0.0)
+            await m.connect()
+    finally:
+        stop.set()
+        if m.mode == "sync":
+            for t in threads:
+                t.join(30.0)
+            hanging = sum(t.is_alive() for t in threads)
+        else:
+            _, pending = await asyncio.wait(tasks, timeout=30.0)
+            hanging = len(pending)
+            for task in pending:
+                task.cancel()
+    assert hanging == 0, f"{hanging} borrower(s) still running 30 s after being told to stop"
+    assert not unexpected, unexpected
+    assert min(lowest.values()) == 0, lowest
+    stats = m.get_pool_stats()
+    assert (stats.in_use, stats.waiting) == (0, 0), stats
+    assert stats.total == stats.connections_opened - stats.connections_closed, stats
+    for pool in pools:
+        old = pool.stats()
+        assert (old.total, old.idle, old.in_use, old.waiting) == (0, 0, 0, 0), old
+    async with m.connection(timeout=5.0) as c:
+        assert await c.fetchval("SELECT 1") == 1
+    faults.record(cycles=len(pools), **{f"borrows_{k}": v for k, v in sorted(outcomes.items())})
+
+
+@pytest.mark.fault(GROUP, "disconnect() while a borrower runs a long statement")
+async def test_disconnect_cancels_a_running_statement(faults: FaultKit) -> None:
+    """disconnect(timeout=0.1) while a borrower is in the middle of a 30 s statement: the
+    borrower gets ConnectionError at once, and the statement is cancelled on the server, whose
+    session ends with the disconnect instead of running on for 30 s."""
+    m = faults.manager(min_size=1, max_size=2)
+    await m.connect()
+    outcome: list[BaseException | None] = []
+    statement = "SELECT pg_sleep(30)"
+    if m.mode == "sync":
+        manager = m.manager
+        assert isinstance(manager, pgconnector.ConnectionManager)
+
+        def borrower() -> None:
+            try:
+                with manager.connection() as c:
+                    c.fetchval(statement)
+                outcome.append(None)
+            except Exception as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=borrower, daemon=True)
+        thread.start()
+    else:
+        amanager = m.manager
+        assert isinstance(amanager, pgconnector.AsyncConnectionManager)
+
+        async def aborrower() -> None:
+            try:
+                async with amanager.connection() as c:
+                    await c.fetchval(statement)
+                outcome.append(None)
+            except Exception as exc:
+                outcome.append(exc)
+
+        task = asyncio.create_task(aborrower())
+    await wait_until(lambda: _sleepers(faults) == 1)  # the statement runs on the server
+    started = time.monotonic()
+    await m.disconnect(timeout=0.1)
+    took = time.monotonic() - started
+    # The borrower's answer, well before its statement could have ended by itself.
+    if m.mode == "sync":
+        thread.join(10.0)
+        assert not thread.is_alive(), "the borrower still waits 10 s after disconnect()"
+    else:
+        done, _ = await asyncio.wait([task], timeout=10.0)
+        assert done, "the borrower still waits 10 s after disconnect()"
+    assert len(outcome) == 1 and isinstance(outcome[0], pgconnector.ConnectionError), outcome
+    # The server ends a session a moment after its client hangs up (the audit waits the same
+    # way); a statement left running would keep it for 30 s.
+    gone = await wait_until(lambda: faults.server_sessions() == 0, timeout=10.0)
+    stats = m.get_pool_stats()
+    assert (stats.in_use, stats.waiting, stats.total) == (0, 0, 0), stats
+    assert stats.connections_opened == stats.connections_closed, stats
+    faults.record(disconnect_s=round(took, 3), session_gone_s=round(gone, 3))

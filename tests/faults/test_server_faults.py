@@ -164,6 +164,80 @@ async def test_broken_connection_is_never_handed_out_twice(
     faults.record(broken_handed_out=len(broken), refilled_s=round(refill, 3))
 
 
+@pytest.mark.fault(GROUP, "Borrowed sessions killed: still counted against max_size until released")
+async def test_killed_borrowed_sessions_still_count_against_max_size(
+    faults: FaultKit, pg_server: Any
+) -> None:
+    """Both connections of a pool of two are borrowed when the server ends their sessions:
+    while the broken clients are held, no third borrow is granted (it times out), in_use stays
+    at max_size and total never exceeds it; once they are released, two borrowers are served
+    again, on new connections."""
+    if pg_server.server is None:
+        pytest.skip("needs the embedded server to terminate sessions")
+    m = faults.manager(min_size=1, max_size=2, ping_after_idle=None)
+    await m.connect()
+    held = [await m.get_client() for _ in range(2)]
+    for c in held:
+        assert await c.fetchval("SELECT 1") == 1
+    assert pg_server.server.terminate_backends(faults.application_name) == 2
+    await wait_until(lambda: faults.server_sessions() == 0)
+    for c in held:  # the driver has seen each connection fail
+        with pytest.raises(ConnectionError):
+            await c.fetchval("SELECT 1")
+    with pytest.raises(PoolTimeoutError):
+        await m.get_client(timeout=1.0)
+    stats = m.get_pool_stats()
+    assert (stats.in_use, stats.waiting, stats.max_size) == (2, 0, 2)
+    assert stats.total <= stats.max_size
+    assert stats.connections_opened - stats.connections_closed == stats.total
+    for c in held:
+        await c.release()
+    after = await borrow_ids(m, 2)
+    assert not after & {c.connection_id for c in held}
+    stats = m.get_pool_stats()
+    assert (stats.in_use, stats.waiting) == (0, 0)
+    assert stats.total <= stats.max_size
+    assert stats.connections_opened - stats.connections_closed == stats.total
+
+
+@pytest.mark.fault(GROUP, "Session killed: every later statement on the client, ConnectionError")
+async def test_statements_after_a_connection_error_raise_connection_error(
+    faults: FaultKit, pg_server: Any
+) -> None:
+    """A borrowed session is terminated: the statement that finds out raises ConnectionError,
+    and so does every later statement on the same client (execute, fetch, fetchrow, fetchval,
+    a transaction's BEGIN), never a driver exception; after its release the pool serves a
+    working connection."""
+    if pg_server.server is None:
+        pytest.skip("needs the embedded server to terminate sessions")
+    m = faults.manager(min_size=1, max_size=2, ping_after_idle=None)
+    await m.connect()
+    async with m.connection() as c:
+        assert await c.fetchval("SELECT 1") == 1
+        assert pg_server.server.terminate_backends(faults.application_name) == 1
+        await wait_until(lambda: faults.server_sessions() == 0)
+        with pytest.raises(ConnectionError):
+            await c.fetchval("SELECT 1")
+        later = [
+            lambda: c.execute("SELECT 1"),
+            lambda: c.execute("SELECT $1::int", 1),
+            lambda: c.fetch("SELECT 1"),
+            lambda: c.fetchrow("SELECT $1::int", 1),
+            lambda: c.fetchval("SELECT 1"),
+            lambda: c.fetchval("SELECT 1"),
+        ]
+        for statement in later:
+            with pytest.raises(ConnectionError):  # pgconnector's, not the driver's
+                await statement()
+        with pytest.raises(ConnectionError):
+            async with c.transaction():
+                pass
+    async with m.connection() as c:
+        assert await c.fetchval("SELECT 1") == 1
+    stats = m.get_pool_stats()
+    assert (stats.in_use, stats.waiting) == (0, 0)
+
+
 @pytest.mark.fault(GROUP, "Server down: waiters fail fast, first borrow after it is back")
 async def test_outage_waiters_fail_fast_then_recover(faults: FaultKit) -> None:
     """Six waiters during an outage fail with the last connect error within seconds (acquire

@@ -60,27 +60,49 @@ def test_row_access() -> None:
 def test_monitor_arithmetic() -> None:
     log = ListLogger()
     mon = PoolMonitor("fake", 1, 4, log)
-    a = mon.connection_opened()
-    b = mon.connection_opened()
+    gen = mon.generation()
+    a = gen.connection_opened()
+    b = gen.connection_opened()
     assert (a, b) == (1, 2)
-    mon.wait_started()
-    assert mon.snapshot().waiting == 1
-    mon.acquired(a)
-    mon.wait_started()
-    mon.wait_timed_out()
-    s = mon.snapshot()
+    gen.wait_started()
+    assert mon.snapshot(gen).waiting == 1
+    gen.acquired()
+    gen.wait_started()
+    gen.wait_timed_out()
+    s = mon.snapshot(gen)
     assert (s.total, s.idle, s.in_use, s.waiting, s.acquires, s.timeouts) == (2, 1, 1, 0, 1, 1)
-    assert mon.released(a) == 0
-    mon.connection_closed(b, "idle")
-    s = mon.snapshot()
-    assert (s.total, s.idle, s.connections_opened, s.connections_closed) == (1, 1, 2, 1)
-    assert mon.snapshot(connected=False) == PoolStats(
+    gen.connection_closed(b, "idle")
+    s = mon.snapshot(gen)
+    assert (s.total, s.idle, s.connections_opened, s.connections_closed) == (1, 0, 2, 1)
+    assert mon.snapshot() == PoolStats(
         min_size=1, max_size=4, acquires=1, timeouts=1, connections_opened=2,
         connections_closed=1,
     )
-    mon.pool_closed()
-    s = mon.snapshot()
-    assert (s.total, s.in_use, s.waiting, s.acquires) == (0, 0, 0, 1)
+
+
+def test_generations_count_apart() -> None:
+    """A borrow and a connection that outlive their pool (disconnect() with borrowers still
+    running) are counted out in their own generation: the next one's gauges never go below
+    zero, and the old one's return to zero; the counters span both."""
+    mon = PoolMonitor("fake", 1, 4, ListLogger())
+    old = mon.generation()
+    cid = old.connection_opened()
+    old.wait_started()
+    old.acquired()
+    old.wait_started()  # still waiting when the pool closes
+    new = mon.generation()
+    new_cid = new.connection_opened()
+    assert (mon.snapshot(new).total, mon.snapshot(new).in_use) == (1, 0)
+    old.released()
+    old.wait_failed()
+    old.connection_closed(cid, "pool closed")
+    s = mon.snapshot(new)
+    assert (s.total, s.idle, s.in_use, s.waiting) == (1, 1, 0, 0)
+    assert (s.acquires, s.connections_opened, s.connections_closed) == (1, 2, 1)
+    s = mon.snapshot(old)
+    assert (s.total, s.idle, s.in_use, s.waiting) == (0, 0, 0, 0)
+    new.connection_closed(new_cid, "pool closed")
+    assert mon.snapshot().connections_closed == 2
 
 
 def test_events_and_raising_listener() -> None:
@@ -94,8 +116,9 @@ def test_events_and_raising_listener() -> None:
         raise RuntimeError("listener saw hunter2")
 
     mon.add_listener("remove", boom)
-    cid = mon.connection_opened()
-    mon.connection_closed(cid, "idle")
+    gen = mon.generation()
+    cid = gen.connection_opened()
+    gen.connection_closed(cid, "idle")
     assert [e.name for e in seen] == ["connect", "error"]
     assert seen[0].connection_id == cid
     assert isinstance(seen[1].error, RuntimeError)
@@ -104,7 +127,7 @@ def test_events_and_raising_listener() -> None:
     with pytest.raises(pgconnector.ConfigError, match="unknown pool event"):
         mon.add_listener("nope", seen.append)
     mon.remove_listener("connect", seen.append)
-    mon.connection_opened()
+    gen.connection_opened()
     assert [e.name for e in seen] == ["connect", "error"]
 
 
@@ -120,12 +143,12 @@ def test_setup_pool_listeners_messages() -> None:
 
     t = Target()
     pgconnector.setup_pool_listeners(t, log)  # type: ignore[arg-type]
-    cid = t.mon.connection_opened()
-    t.mon.wait_started()
-    t.mon.acquired(cid)
-    t.mon.released(cid)
-    t.mon.connection_closed(cid, "idle")
-    t.mon.connection_failed(OSError("refused"))
+    gen = t.mon.generation()
+    cid = gen.connection_opened()
+    t.mon.emit("acquire", cid)
+    t.mon.emit("release", cid)
+    gen.connection_closed(cid, "idle")
+    gen.connection_failed(OSError("refused"))
     assert log.records == [
         ("debug", "New client connected to pool"),
         ("debug", "Client acquired from pool"),

@@ -101,12 +101,13 @@ class Broken(Recorder):
 
 def test_monitor_feeds_sinks_and_survives_a_broken_one(caplog: pytest.LogCaptureFixture) -> None:
     monitor = PoolMonitor("fake", 0, 2, logging.getLogger("pgconnector.test"))
+    hooks = monitor.generation()
     recorder, broken = Recorder(), Broken()
-    monitor.connection_opened(0.5)  # nobody listens: nothing to record
+    hooks.connection_opened(0.5)  # nobody listens: nothing to record
     monitor.add_sink(broken)
     monitor.add_sink(recorder)
-    monitor.connection_opened(0.25)
-    monitor.connection_opened()  # a backend that cannot tell
+    hooks.connection_opened(0.25)
+    hooks.connection_opened()  # a backend that cannot tell
     with caplog.at_level(logging.ERROR, logger="pgconnector.test"):
         monitor.waited(0.125)
     monitor.used(1.0)

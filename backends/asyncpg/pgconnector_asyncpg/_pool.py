@@ -36,7 +36,13 @@ backoff while the server is unreachable. Three small objects adapt it to the cor
     * ``max_uses`` (checkouts, not asyncpg's ``max_queries``, which counts statements and is
       disabled), ``max_lifetime`` with jitter, checked at release;
     * ``ping_after_idle`` at acquire;
-    * failing fast with the last connect error while the server is unreachable.
+    * failing fast with the last connect error while the server is unreachable;
+    * a slot held until pgconnector's release: asyncpg gives a holder back to its queue as
+      soon as the holder's connection closes (``Connection._cleanup`` calls the holder's
+      ``_release_on_close``), even while the connection is borrowed. A borrowed client whose
+      session the server ended would then no longer count against ``max_size``, and asyncpg
+      would lend its slot to another borrower. :class:`TrackedConnection` defers that step
+      while the connection is lent, and :meth:`AsyncpgPool.release` takes it.
 
 Floor maintenance is asyncpg's: since 0.32 ``min_size`` is a floor that the pool restores in
 the background after any close (earlier versions only opened ``min_size`` connections at start
@@ -55,7 +61,7 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, cast
@@ -175,6 +181,9 @@ class TrackedConnection(_BaseConnection):
 
     __slots__ = ("_pgc_adapter", "_pgc_graceful")
 
+    #: asyncpg's own slot: a weak reference to the pool holder that lent this connection.
+    _pool_holder: Callable[[], Any] | None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         #: Set once the connection was reported open (by :meth:`AsyncpgPool._connect`).
         self._pgc_adapter: AsyncpgConnection | None = None
@@ -193,6 +202,19 @@ class TrackedConnection(_BaseConnection):
         reason = None
         if adapter is not None and not adapter.closed:
             reason = adapter._pool._close_reason(adapter, self)
+        if adapter is not None and adapter.lent:
+            # Borrowed: asyncpg would put the holder back in its queue now, lending the slot
+            # again while pgconnector's client still holds it. Keep the holder out of
+            # asyncpg's reach, and the slot counted in ``total``, until AsyncpgPool.release
+            # gives it back (as the other backends do with a broken borrowed connection).
+            holder = self._pool_holder
+            if holder is not None:
+                adapter.held_holder = holder
+                self._pool_holder = None
+            if reason is not None:
+                if adapter.pending_close is None:
+                    adapter.pending_close = reason
+                reason = None
         try:
             super()._cleanup()  # type: ignore[misc]
         finally:
@@ -215,8 +237,13 @@ class AsyncpgConnection:
         "close_reason",
         "closed",
         "expires_at",
+        "held_holder",
         "idle_since",
+        "lent",
+        "pending_close",
         "proxy",
+        "running",
+        "stopped",
         "uses",
     )
 
@@ -233,6 +260,14 @@ class AsyncpgConnection:
         #: Checkouts so far, for ``max_uses``.
         self.uses = 0
         self.checked_out = False
+        #: From acquire until release hands the connection back to asyncpg: while set, a close
+        #: leaves asyncpg's holder in use (see ``TrackedConnection._cleanup``).
+        self.lent = False
+        #: asyncpg's holder (a weak reference, as asyncpg keeps it) of a connection that
+        #: closed while lent, for release to give back.
+        self.held_holder: Callable[[], Any] | None = None
+        #: Why it closed while lent: reported when release gives the slot back.
+        self.pending_close: str | None = None
         #: The pool's proxy for the current checkout: what ``raw`` returns.
         self.proxy: _Proxy | None = None
         #: Set once an error showed the connection unusable.
@@ -241,6 +276,10 @@ class AsyncpgConnection:
         self.close_reason: str | None = None
         #: Reported closed.
         self.closed = False
+        #: A statement of the core's runs on it (in its borrower's task).
+        self.running = False
+        #: Set when the running statement ends, while the pool waits for that to close it.
+        self.stopped: asyncio.Future[None] | None = None
 
     @property
     def connection_id(self) -> int:
@@ -253,6 +292,7 @@ class AsyncpgConnection:
         return self.proxy if self.proxy is not None else self._con
 
     async def execute(self, sql: str, args: Sequence[Any]) -> str:
+        self.running = True
         try:
             # Without arguments asyncpg uses the simple query protocol, so a script of several
             # statements works and the status of the last one is returned, as with psycopg.
@@ -262,8 +302,11 @@ class AsyncpgConnection:
             if error is None:
                 raise
             raise error from exc
+        finally:
+            self._ended()
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+        self.running = True
         try:
             records = await self._con.fetch(sql, *args)
         except Exception as exc:
@@ -271,13 +314,23 @@ class AsyncpgConnection:
             if error is None:
                 raise
             raise error from exc
+        finally:
+            self._ended()
         if not records:
             return (), ()
         # Records index by position, have a length and iterate over their values: all that
         # Row needs, and it builds its tuple from each record once (in C).
         return tuple(records[0].keys()), cast(Sequence[Sequence[Any]], records)
 
+    def _ended(self) -> None:
+        self.running = False
+        stopped = self.stopped
+        if stopped is not None and not stopped.done():
+            stopped.set_result(None)
+
     def server_parameter(self, name: str) -> str | None:
+        if self._con.is_closed():
+            return None  # a terminated connection has dropped what the server told it
         value = getattr(self._con.get_settings(), name, None)
         return value if isinstance(value, str) else None
 
@@ -411,6 +464,7 @@ class AsyncpgPool:
                 continue
             adapter.uses += 1
             adapter.checked_out = True
+            adapter.lent = True
             adapter.proxy = proxy
             return adapter
 
@@ -495,15 +549,22 @@ class AsyncpgPool:
             # pool closes): the connection's state is unknown.
             conn.close_reason = conn.close_reason or "discarded"
             con.terminate()
+            self._return_slot(conn)
             raise
-        if reason is not None:
-            conn.close_reason = reason
+        if reason is None and con.is_closed():
+            # Lost after the reset's check: its holder is ours to give back, not asyncpg's.
+            reason = "broken"
+        if reason is not None or proxy is None:  # (a checked-out connection has its proxy)
+            conn.close_reason = reason or "discarded"
+            if conn.running:
+                await self._stop_statement(conn)
             # Synchronous, no round trip: asyncpg's holder goes back to the queue, and its
             # maintenance replaces the connection if the pool fell below min_size.
             con.terminate()
+            self._return_slot(conn)
             return
-        if proxy is None:  # cannot happen: a checked-out connection has its proxy
-            return
+        # From here asyncpg owns the slot again: a close now releases its holder at once.
+        conn.lent = False
         # asyncpg's release does no I/O for a clean connection (our reset callback is a
         # no-op); should it fail, asyncpg terminates the connection, reported with this.
         conn.close_reason = "reset failed"
@@ -514,6 +575,39 @@ class AsyncpgPool:
             con.terminate()
             return
         conn.close_reason = None
+
+    def _return_slot(self, conn: AsyncpgConnection) -> None:
+        """Give asyncpg back the slot of a connection that is closed (it was, or has just been,
+        terminated), and report the close: what asyncpg and ``TrackedConnection._cleanup`` do
+        at once on a close, unless the connection was lent."""
+        conn.lent = False
+        reason, conn.pending_close = conn.pending_close, None
+        if reason is not None:
+            self._connection_closed(conn, reason)
+        ref, conn.held_holder = conn.held_holder, None
+        holder = ref() if ref is not None else None
+        if holder is not None and holder._con is conn._con:
+            holder._release_on_close()
+
+    async def _stop_statement(self, conn: AsyncpgConnection) -> None:
+        """Cancel the statement a borrower still runs on a connection about to be closed
+        (disconnect() takes connections away from their borrowers), and wait, within
+        ``connect_timeout``, for the borrower to get its error. ``terminate()`` alone only
+        closes the socket: the server would go on running the statement, and the session
+        would outlive disconnect() until the statement ended."""
+        loop = asyncio.get_running_loop()
+        stopped = conn.stopped = loop.create_future()
+        sent = loop.create_future()
+        try:
+            # asyncpg's own CancelRequest, the one it sends when a query's task is cancelled.
+            # Its end is waited for too: terminate() would cancel it half-way, and asyncpg
+            # would then leave an exception in a future nobody reads.
+            conn._con._cancel_current_command(sent)  # type: ignore[attr-defined]
+            await asyncio.wait((stopped, sent), timeout=self._connect_budget)
+        except Exception:
+            pass  # terminate() then fails the statement on our side at least
+        finally:
+            conn.stopped = None
 
     async def _reset(self, conn: AsyncpgConnection, discard: bool) -> str | None:
         """Bring a returned connection back to a clean state; return why it must be closed

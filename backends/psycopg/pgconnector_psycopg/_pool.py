@@ -47,6 +47,8 @@ pool never keeps a process alive, whichever value the option has.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Sequence
 from contextlib import suppress
@@ -140,41 +142,53 @@ class PsycopgConnection:
     def raw(self) -> TrackedConnection:
         return self._raw
 
+    # Every psycopg call of a statement sits inside the translation, the cursor's creation
+    # too: on a closed connection (the server ended it, or psycopg closed it when a second
+    # cancellation interrupted its cancel request) cursor() itself raises
+    # OperationalError("the connection is closed"), which must reach the caller as a
+    # pgconnector.ConnectionError like every other connection failure.
+
     def execute(self, sql: str, args: Sequence[Any]) -> str:
-        cursor = self._raw.cursor()
         try:
+            cursor = self._raw.cursor()
             # Without arguments psycopg uses the simple query protocol, so a script of several
             # statements works; as with asyncpg, the status of the last one is returned.
             cursor.execute(sql, args or None)
             while cursor.nextset():
                 pass
+            return cursor.statusmessage or ""
         except psycopg.Error as exc:
             error = self._pool._connection_error(self, exc)
             if error is not None:
                 raise error from exc
             raise
-        return cursor.statusmessage or ""
 
     def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
-        cursor = self._raw.cursor()
         try:
+            cursor = self._raw.cursor()
             cursor.execute(sql, args or None)
             result = cursor.pgresult
             if result is None or result.status != _TUPLES_OK:
                 return [], []
             rows = cursor.fetchall()
+            # The names straight from libpq: cursor.description would build a Column object
+            # for each (a microsecond per query).
+            encoding = self._raw.info.encoding
+            names = [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)]
         except psycopg.Error as exc:
             error = self._pool._connection_error(self, exc)
             if error is not None:
                 raise error from exc
             raise
-        # The names straight from libpq: cursor.description would build a Column object for
-        # each (a microsecond per query).
-        encoding = self._raw.info.encoding
-        return [(result.fname(i) or b"").decode(encoding) for i in range(result.nfields)], rows
+        return names, rows
 
     def server_parameter(self, name: str) -> str | None:
-        return self._raw.info.parameter_status(name)
+        try:
+            return self._raw.info.parameter_status(name)
+        except psycopg.Error:
+            # Closed (libpq's connection object freed): nothing is known any more. The core
+            # asks on release too, where a closed connection is simply discarded.
+            return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self._id} {self._raw.info.status.name}>"
@@ -231,6 +245,22 @@ class TrackedConnection(Connection[TupleRow]):
             super().close()
         finally:
             pool._hooks.connection_closed(adapter.connection_id, reason)
+
+
+def _take(lock: threading.Lock, timeout: float) -> bool:
+    """Acquire ``lock`` within ``timeout`` seconds; True if it was."""
+    return lock.acquire(timeout=timeout)
+
+
+def _shut_down(raw: TrackedConnection) -> None:
+    """Shut the connection's socket down, keeping its descriptor open (a duplicate is closed):
+    whoever waits on it wakes with an error, and the number cannot be reused under them."""
+    with suppress(Exception):
+        sock = socket.socket(fileno=os.dup(raw.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _bind(pool: PsycopgPool) -> type[TrackedConnection]:
@@ -526,11 +556,41 @@ class PsycopgPool:
     def _retire(self, conn: PsycopgConnection, reason: str) -> None:
         """Close a borrowed connection before giving it back: psycopg_pool then drops it and
         opens a replacement."""
+        raw = conn.raw
         conn.close_reason = reason
-        conn.raw._pgc_quiet = True
-        # close() reports it even if closing fails; it is unusable either way.
+        raw._pgc_quiet = True
+        held = not raw.closed and self._stop_statement(raw)
+        try:
+            # close() reports it even if closing fails; it is unusable either way.
+            with suppress(Exception):
+                raw.close()
+        finally:
+            if held:
+                raw.lock.release()
+
+    def _stop_statement(self, raw: TrackedConnection) -> bool:
+        """Make sure no statement runs on ``raw`` before it is closed; True when psycopg's
+        connection lock is then ours (release it once the connection is closed).
+
+        disconnect() takes connections away from borrowers that may be inside a statement,
+        in another task or thread. Closed under it, the statement would go on running on the
+        server, and the borrower would wait on a closed socket: psycopg's async wait keeps
+        the descriptor's number and watches it again every 0.1 s, by then perhaps another
+        connection's socket, and never wakes. So the statement is cancelled on the server;
+        the borrower gets its error and leaves the statement, and with it the connection
+        lock, which is taken here so that nothing starts on the connection before it is
+        closed. Should the cancel not get through, the socket is shut down (its descriptor
+        kept open), which fails the borrower's wait at once."""
+        lock = raw.lock
+        budget = self._connect_budget
+        if _take(lock, 0.0):
+            return True  # no statement running
         with suppress(Exception):
-            conn.raw.close()
+            raw.cancel_safe(timeout=budget)
+        if _take(lock, budget):
+            return True
+        _shut_down(raw)
+        return _take(lock, budget)
 
     # -- psycopg_pool callbacks ------------------------------------------------------------
 
