@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _listen import section as listen_section
+
 X = "\N{MULTIPLICATION SIGN}"
 PGC_SUBJECTS = ("pgc-psycopg-sync", "pgc-psycopg-async", "pgc-asyncpg-async", "pgc-pg8000-sync",
                 "pgc-pg8000-async")
@@ -360,6 +362,7 @@ def markdown(results: dict[str, Any], title: str = "pgconnector benchmarks: late
         "does not grow with the number of waiters; threads also pay for GIL hand-offs, which "
         "the raw pools show too.",
         "workers")
+    lines += listen_section(results)
     return "\n".join(lines)
 
 

@@ -26,13 +26,19 @@ from ._config import (
 )
 from ._events import EVENT_NAMES, LoggerLike, PoolEvent, setup_pool_listeners
 from ._health import fetch_pool_stats, perform_health_check
+from ._listen import NotificationStream
+from ._listen_async import AsyncNotificationStream
+from ._listen_base import Notification
 from ._pool import ConnectionManager, ManagedPool
 from ._pool_async import AsyncConnectionManager, AsyncManagedPool
 from ._protocols import (
     AsyncDriverConnection,
+    AsyncListener,
     AsyncPoolBackend,
     Backend,
     DriverConnection,
+    Listener,
+    ListenerBackend,
     PoolBackend,
     PoolHooks,
 )
@@ -85,6 +91,10 @@ __all__ = [
     "Transaction",
     "AsyncTransaction",
     "Row",
+    # LISTEN / NOTIFY
+    "Notification",
+    "NotificationStream",
+    "AsyncNotificationStream",
     # config
     "PoolConfig",
     "ConnectParams",
@@ -110,6 +120,9 @@ __all__ = [
     "DriverConnection",
     "AsyncDriverConnection",
     "PoolHooks",
+    "Listener",
+    "AsyncListener",
+    "ListenerBackend",
     "available_backends",
     "get_backend",
     "register_backend",

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._listen_base import check_channel
 from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
-from .errors import ClientReleasedError, ConnectionError
+from .errors import ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
     from ._pool import ManagedPool
@@ -110,6 +111,17 @@ class Client:
         if not -len(columns) <= column < len(columns):
             raise IndexError(f"column {column} out of range: the query returned {len(columns)}")
         return rows[0][column]
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        """Send a notification on ``channel`` (``SELECT pg_notify($1, $2)``): delivered to
+        the listeners when the transaction commits (at once outside :meth:`transaction`),
+        never if it rolls back."""
+        check_channel(channel)
+        if not isinstance(payload, str):
+            raise ConfigError(
+                f"payload: must be a str, not {type(payload).__name__}", field="payload"
+            )
+        self.execute("SELECT pg_notify($1, $2)", channel, payload)
 
     def transaction(self) -> Transaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the

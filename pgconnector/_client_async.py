@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._listen_base import check_channel
 from ._protocols import AsyncDriverConnection, QueryResult
 from ._row import Row, make_rows
-from .errors import ClientReleasedError, ConnectionError
+from .errors import ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
     from ._pool_async import AsyncManagedPool
@@ -109,6 +110,17 @@ class AsyncClient:
         if not -len(columns) <= column < len(columns):
             raise IndexError(f"column {column} out of range: the query returned {len(columns)}")
         return rows[0][column]
+
+    async def notify(self, channel: str, payload: str = "") -> None:
+        """Send a notification on ``channel`` (``SELECT pg_notify($1, $2)``): delivered to
+        the listeners when the transaction commits (at once outside :meth:`transaction`),
+        never if it rolls back."""
+        check_channel(channel)
+        if not isinstance(payload, str):
+            raise ConfigError(
+                f"payload: must be a str, not {type(payload).__name__}", field="payload"
+            )
+        await self.execute("SELECT pg_notify($1, $2)", channel, payload)
 
     def transaction(self) -> AsyncTransaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the

@@ -25,11 +25,19 @@ from ._config import PoolConfig
 from ._events import EventName, Listener, LoggerLike
 from ._hosts import accepts, describe_state, open_budget, state_from_parameters
 from ._leaks import LeakDetector
+from ._listen_async import AsyncNotificationStream
+from ._listen_base import check_channels
 from ._protocols import AsyncDriverConnection, AsyncPoolBackend
 from ._redact import redact
 from ._registry import resolve_backend
 from ._stats import ConnectionStatus, PoolGauges, PoolMonitor, PoolStats, utcnow
-from .errors import ConfigError, ConnectionError, PgConnectorError, PoolTimeoutError
+from .errors import (
+    ConfigError,
+    ConnectionError,
+    PgConnectorError,
+    PoolTimeoutError,
+    UnsupportedBackendError,
+)
 
 # isort: split
 # ASYNC
@@ -464,6 +472,38 @@ class AsyncConnectionManager:
     def connection(self, timeout: float | None = None) -> AsyncBorrow:
         """``async with manager.connection() as client:`` borrows and always releases."""
         return AsyncBorrow(self, timeout)
+
+    def listen(
+        self,
+        *channels: str,
+        on_reconnect: Callable[[AsyncNotificationStream], Any] | None = None,
+    ) -> AsyncNotificationStream:
+        """``async with manager.listen("jobs") as stream:`` LISTENs on a dedicated connection
+        (opened with the pool's parameters, outside ``max_size`` and the pool's stats) until
+        the block ends; ``async for n in stream`` yields each
+        :class:`~pgconnector.Notification`. If the connection is lost, the stream reconnects
+        by itself, counts it in ``stream.reconnects`` and calls ``on_reconnect(stream)``.
+
+        Channel names are identifiers, quoted as such (case kept). Raises
+        :class:`~pgconnector.ConfigError` for no channel or an empty name, and
+        :class:`~pgconnector.ConnectionError` before connect(), both before any I/O. The
+        stream does not depend on the pool once open: disconnect() leaves it alone.
+        """
+        names = check_channels(channels)
+        if self._pool is None:
+            raise ConnectionError(NOT_CONNECTED)
+        # ASYNC
+        opener = "open_async_listener"
+        # SYNC: opener = "open_listener"
+        # END
+        if not callable(getattr(self._plugin, opener, None)):
+            raise UnsupportedBackendError(
+                f"the {self._plugin.name} backend does not support listen() ({opener}() is "
+                "missing)"
+            )
+        return AsyncNotificationStream(
+            self._plugin, self._config, names, on_reconnect, self._secrets, self._logger
+        )
 
     def get_pool_stats(self) -> PoolStats:
         """Current pool numbers; cheap, never does I/O. Zeros (but the counters) when not

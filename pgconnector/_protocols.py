@@ -18,6 +18,11 @@ which is what makes it behave the same on every backend. A backend therefore onl
 
 Counting (acquires, waiting, in use, timeouts) and event dispatch live in the core, so a
 backend never counts anything itself.
+
+For ``manager.listen()`` (LISTEN / NOTIFY) a backend also opens *listener connections*
+(:class:`ListenerBackend`: :class:`Listener` / :class:`AsyncListener`): one dedicated server
+connection that LISTENs and waits. The stream around it (validation, quoting, reconnecting,
+``on_reconnect``) is the core's.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ._config import PoolConfig
+from ._listen_base import Notification
 
 __all__ = [
     "Backend",
@@ -35,6 +41,9 @@ __all__ = [
     "DriverConnection",
     "AsyncDriverConnection",
     "QueryResult",
+    "Listener",
+    "AsyncListener",
+    "ListenerBackend",
 ]
 
 #: What ``fetch`` returns: the column names, and the rows as sequences of decoded values.
@@ -202,6 +211,8 @@ class Backend(Protocol):
 
     Importing the module that defines it must not import the driver: the core reads the
     attributes below for ``available_backends()`` without loading any driver.
+
+    For ``manager.listen()`` it may also have the methods of :class:`ListenerBackend`.
     """
 
     #: The name users put in ``PoolConfig(backend=...)`` and ``postgresql+NAME://``.
@@ -224,4 +235,62 @@ class Backend(Protocol):
 
     def create_async_pool(self, config: PoolConfig, hooks: PoolHooks) -> AsyncPoolBackend:
         """An async pool for ``config`` (only called when ``supports_async``). No I/O."""
+        ...
+
+
+@runtime_checkable
+class Listener(Protocol):
+    """One dedicated server connection for LISTEN, as the sync core uses it.
+
+    Opened by :meth:`ListenerBackend.open_listener` with the pool's parameters (the same
+    resolved :class:`~pgconnector.ConnectParams`: hosts, TLS, ``application_name``,
+    ``server_settings``, multi-host rules) but outside the pool: it is never reported through
+    :class:`PoolHooks`. Connection-level failures raise :class:`pgconnector.ConnectionError`
+    (driver error chained, password redacted); the core then closes it and opens another.
+    """
+
+    def listen(self, channels: Sequence[str]) -> None:
+        """``LISTEN`` on each channel. The names are checked by the core but not quoted: quote
+        them as identifiers (``pgconnector._listen_base.listen_sql`` builds the statement),
+        or let a driver that quotes them itself do it."""
+        ...
+
+    def wait(self, timeout: float | None) -> list[Notification]:
+        """Wait up to ``timeout`` seconds (None: without limit; 0: do not wait) for
+        notifications; return every one received so far, in order, as soon as there is at
+        least one, or ``[]`` when the time is up. A notification received while another call
+        ran (``listen``) is returned by the next ``wait``."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection. Never raises; idempotent."""
+        ...
+
+
+@runtime_checkable
+class AsyncListener(Protocol):
+    """The async twin of :class:`Listener`. A ``wait`` whose caller is cancelled raises
+    ``CancelledError`` at once and loses nothing: what it had received is returned by the next
+    ``wait``. (``pgconnector._listen_base.AsyncThreadListener`` gives a blocking driver's
+    listener this face.)"""
+
+    async def listen(self, channels: Sequence[str]) -> None: ...
+
+    async def wait(self, timeout: float | None) -> list[Notification]: ...
+
+    async def close(self) -> None: ...
+
+
+class ListenerBackend(Protocol):
+    """What a :class:`Backend` adds for ``manager.listen()``: optional (a backend without it
+    makes ``listen()`` raise :class:`~pgconnector.UnsupportedBackendError`), one method per
+    mode it supports."""
+
+    def open_listener(self, config: PoolConfig, timeout: float) -> Listener:
+        """Open one listener connection within ``timeout`` seconds, or raise
+        :class:`pgconnector.ConnectionError` (driver error chained)."""
+        ...
+
+    async def open_async_listener(self, config: PoolConfig, timeout: float) -> AsyncListener:
+        """The async twin of :meth:`open_listener`; cancellation leaves nothing open."""
         ...

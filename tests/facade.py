@@ -15,9 +15,12 @@ from typing import Any
 from pgconnector import (
     AsyncClient,
     AsyncConnectionManager,
+    AsyncNotificationStream,
     Client,
     ConnectionManager,
     ConnectionStatus,
+    Notification,
+    NotificationStream,
     PoolConfig,
     PoolStats,
     Row,
@@ -50,6 +53,9 @@ class ClientFacade:
     async def release(self) -> None:
         await self._call("release")
 
+    async def notify(self, channel: str, payload: str = "") -> None:
+        await self._call("notify", channel, payload)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[ClientFacade]:
         if isinstance(self.client, AsyncClient):
@@ -70,6 +76,30 @@ class ClientFacade:
     @property
     def released(self) -> bool:
         return self.client.released
+
+
+class StreamFacade:
+    """A NotificationStream with the async face (a sync ``get`` blocks the test's loop)."""
+
+    def __init__(self, stream: NotificationStream | AsyncNotificationStream) -> None:
+        self.stream = stream
+
+    async def get(self, timeout: float | None = None) -> Notification:
+        if isinstance(self.stream, AsyncNotificationStream):
+            return await self.stream.get(timeout)
+        return self.stream.get(timeout)
+
+    async def take(self, n: int, timeout: float = 10.0) -> list[Notification]:
+        """The next ``n`` notifications, each within ``timeout``."""
+        return [await self.get(timeout) for _ in range(n)]
+
+    @property
+    def reconnects(self) -> int:
+        return self.stream.reconnects
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.stream.channels
 
 
 class ManagerFacade:
@@ -102,6 +132,15 @@ class ManagerFacade:
             yield client
         finally:
             await client.release()
+
+    @asynccontextmanager
+    async def listen(self, *channels: str, on_reconnect: Any = None) -> AsyncIterator[StreamFacade]:
+        if isinstance(self.manager, AsyncConnectionManager):
+            async with self.manager.listen(*channels, on_reconnect=on_reconnect) as stream:
+                yield StreamFacade(stream)
+        else:
+            with self.manager.listen(*channels, on_reconnect=on_reconnect) as sync_stream:
+                yield StreamFacade(sync_stream)
 
     def get_pool(self) -> Any:
         return self.manager.get_pool()

@@ -38,7 +38,8 @@ UNITS = {"_per_s": "/s", "_ms": " ms", "_s": " s"}
 #: Groups in the order a reader wants them; others follow in the order they ran.
 GROUPS = [
     "Server faults", "Network faults", "Pool faults", "Leak detection",
-    "Transactions and data", "Security", "Soak", "Randomized faults", "Bad input",
+    "Transactions and data", "Data API", "Security", "Soak", "Randomized faults",
+    "Bad input",
 ]
 
 

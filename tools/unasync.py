@@ -23,8 +23,12 @@ FILES = {
     ROOT / "pgconnector" / "_client_async.py": ROOT / "pgconnector" / "_client.py",
     ROOT / "pgconnector" / "_router_async.py": ROOT / "pgconnector" / "_router.py",
     ROOT / "pgconnector" / "_multihost_async.py": ROOT / "pgconnector" / "_multihost.py",
+    ROOT / "pgconnector" / "_listen_async.py": ROOT / "pgconnector" / "_listen.py",
     ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_pool_async.py": (
         ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_pool.py"
+    ),
+    ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_listen_async.py": (
+        ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_listen.py"
     ),
 }
 
@@ -39,9 +43,13 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncTransaction\b", "Transaction"),
     (r"\bAsyncPoolBackend\b", "PoolBackend"),
     (r"\bAsyncDriverConnection\b", "DriverConnection"),
+    (r"\bAsyncNotificationStream\b", "NotificationStream"),
+    (r"\bAsyncListener\b", "Listener"),
+    (r"\b_listen_async\b", "_listen"),
     # psycopg backend
     (r"\bAsyncPsycopgPool\b", "PsycopgPool"),
     (r"\bAsyncPsycopgConnection\b", "PsycopgConnection"),
+    (r"\bAsyncPsycopgListener\b", "PsycopgListener"),
     (r"\bAsyncTrackedConnection\b", "TrackedConnection"),
     (r"\bAsyncConnectionPool\b", "ConnectionPool"),
     (r"\bAsyncConnection\b", "Connection"),

@@ -134,3 +134,21 @@ def test_targets_are_evaluated_and_reported(results: dict[str, Any], run_dir: Pa
         assert heading in markdown, heading
     for info in results["meta"]["subjects"].values():
         assert info["label"] in markdown, info["label"]
+
+
+@pytest.mark.timeout(300)
+def test_listen_stream_received_every_notification(
+    results: dict[str, Any], run_dir: Path
+) -> None:
+    """(g): one stream per backend x manager received every notification, in order (the
+    runner checks the order and fails otherwise), at a positive rate; reported."""
+    listen = results["listen"]
+    pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
+    assert set(listen["rates"]) == pairs
+    assert listen["notifications"] == results["plan"]["listen_notifications"]
+    for key, rate in listen["rates"].items():
+        assert rate["median"] > 0 and len(rate["runs"]) == results["plan"]["listen_reps"], key
+    markdown = (run_dir / "latest.md").read_text()
+    assert "## (g) LISTEN / NOTIFY" in markdown
+    for key in pairs:
+        assert f"| `{key}` |" in markdown, key

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from pgconnector import PoolConfig, PoolHooks
 
+    from ._listen import AsyncpgListener
     from ._pool import AsyncpgPool
 
 __all__ = ["AsyncpgBackend", "backend", "MIN_ASYNCPG"]
@@ -71,6 +72,11 @@ class AsyncpgBackend:
         from ._pool import AsyncpgPool
 
         return AsyncpgPool(config, hooks)
+
+    async def open_async_listener(self, config: PoolConfig, timeout: float) -> AsyncpgListener:
+        from ._listen import AsyncpgListener
+
+        return await AsyncpgListener.open(config, timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

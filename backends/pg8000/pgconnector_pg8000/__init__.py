@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pgconnector import PoolConfig, PoolHooks
     from pgconnector._generic_pool import AsyncGenericPool, GenericPool
+    from pgconnector._listen_base import AsyncThreadListener
+
+    from ._listen import Pg8000Listener
 
 __all__ = ["Pg8000Backend", "backend"]
 
@@ -61,6 +64,22 @@ class Pg8000Backend:
         from ._driver import Pg8000Driver
 
         return AsyncGenericPool(config, hooks, Pg8000Driver(config), name="pgconnector-pg8000")
+
+    def open_listener(self, config: PoolConfig, timeout: float) -> Pg8000Listener:
+        from ._listen import Pg8000Listener
+
+        return Pg8000Listener.open(config, timeout)
+
+    async def open_async_listener(
+        self, config: PoolConfig, timeout: float
+    ) -> AsyncThreadListener:
+        # pg8000 blocks: its listener runs in a thread, interrupted when its caller is
+        # cancelled (the core's async face for blocking listeners).
+        from pgconnector._listen_base import AsyncThreadListener
+
+        from ._listen import Pg8000Listener
+
+        return await AsyncThreadListener.open(lambda: Pg8000Listener.open(config, timeout))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pgconnector import PoolConfig, PoolHooks
 
+    from ._listen import PsycopgListener
+    from ._listen_async import AsyncPsycopgListener
     from ._pool import PsycopgPool
     from ._pool_async import AsyncPsycopgPool
 
@@ -58,6 +60,18 @@ class PsycopgBackend:
         from ._pool_async import AsyncPsycopgPool
 
         return AsyncPsycopgPool(config, hooks)
+
+    def open_listener(self, config: PoolConfig, timeout: float) -> PsycopgListener:
+        from ._listen import PsycopgListener
+
+        return PsycopgListener.open(config, timeout)
+
+    async def open_async_listener(
+        self, config: PoolConfig, timeout: float
+    ) -> AsyncPsycopgListener:
+        from ._listen_async import AsyncPsycopgListener
+
+        return await AsyncPsycopgListener.open(config, timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
