@@ -6,10 +6,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._copy import (
+    check_columns,
+    check_copy,
+    check_identifier,
+    check_timeout,
+    checked_records,
+    copy_records_sql,
+    encode_records,
+    source_chunks,
+)
 from ._listen_base import check_channel
 from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
@@ -18,7 +28,7 @@ from .errors import ClientReleasedError, ConfigError, ConnectionError
 if TYPE_CHECKING:
     from ._pool import ManagedPool
 
-__all__ = ["Client", "Transaction"]
+__all__ = ["Client", "Transaction", "CopyOut"]
 
 REVOKED = (
     "disconnect() closed the pool while this client was borrowed, and closed its connection"
@@ -34,8 +44,8 @@ class Client:
     """
 
     __slots__ = (
-        "__weakref__", "_broken", "_conn", "_granted", "_pool", "_released", "_revoked",
-        "_tx_depth",
+        "__weakref__", "_broken", "_conn", "_copy_out", "_granted", "_pool", "_released",
+        "_revoked", "_tx_depth",
     )
 
     def __init__(self, conn: DriverConnection, pool: ManagedPool) -> None:
@@ -49,6 +59,8 @@ class Client:
         # perf_counter() when the borrow was granted, only while metrics listen (else 0.0):
         # the release then reports how long the connection was used.
         self._granted = 0.0
+        #: The copy_out() being read, if any: the connection is inside its COPY until it ends.
+        self._copy_out: CopyOut | None = None
 
     def _live(self) -> DriverConnection:
         if self._released:
@@ -63,6 +75,8 @@ class Client:
     def execute(self, sql: str, *args: Any) -> str:
         """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
         conn = self._live()
+        if self._copy_out is not None:
+            self._copy_out.close()
         try:
             return conn.execute(sql, args)
         except ConnectionError:
@@ -75,6 +89,8 @@ class Client:
 
     def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
         conn = self._live()
+        if self._copy_out is not None:
+            self._copy_out.close()
         try:
             return conn.fetch(sql, args)
         except ConnectionError:
@@ -123,6 +139,84 @@ class Client:
             )
         self.execute("SELECT pg_notify($1, $2)", channel, payload)
 
+    # -- COPY ------------------------------------------------------------------------------
+
+    def copy_records_to_table(
+        self,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        schema: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Bulk-load ``records`` (rows of values, None for NULL) into ``table`` with COPY;
+        return the number of rows copied. ``table``, ``schema`` and ``columns`` are
+        identifiers, quoted as such (case and spaces kept). All or nothing: a failing row, or
+        one whose length differs from the first (``ConfigError`` naming it), leaves nothing
+        of the call applied."""
+        check_identifier(table, "table")
+        if schema is not None:
+            check_identifier(schema, "schema")
+        names = check_columns(columns)
+        check_timeout(timeout)
+        rows = checked_records(records, len(names) if names else None)
+        conn = self._live()
+        if self._copy_out is not None:
+            self._copy_out.close()
+        own = getattr(conn, "copy_records", None)
+        if own is not None:
+            # The driver's own record COPY (it encodes the values as every backend does).
+            count: int = self._guarded(own, table, schema, names, rows, timeout)
+            return count
+        sql = copy_records_sql(table, schema, names)
+        count = self._guarded(conn.copy_in, sql, encode_records(rows), timeout)
+        return count
+
+    def copy_in(
+        self,
+        sql: str,
+        source: Any,
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Run ``COPY … FROM STDIN`` with the data of ``source``: ``bytes``, ``str``, a binary
+        file object, or an iterable (on the async client, also an async iterable) of
+        ``bytes`` chunks. Return the number of rows copied. Any other statement raises
+        ``ConfigError`` and runs nothing."""
+        check_copy(sql, "in")
+        check_timeout(timeout)
+        chunks = source_chunks(source, allow_async=False)
+        conn = self._live()
+        if self._copy_out is not None:
+            self._copy_out.close()
+        count: int = self._guarded(conn.copy_in, sql, chunks, timeout)
+        return count
+
+    def copy_out(self, sql: str, *, timeout: float | None = None) -> CopyOut:
+        """Run ``COPY … TO STDOUT`` and iterate over its data as ``bytes`` chunks (one or more
+        rows each, never a row split). Any other statement raises ``ConfigError`` and runs
+        nothing. The COPY starts with the first chunk asked for; leaving the iteration early
+        (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
+        the connection usable, and so does the client's next statement or its release."""
+        check_copy(sql, "out")
+        check_timeout(timeout)
+        self._live()
+        return CopyOut(self, sql, timeout)
+
+    def _guarded(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, a driver call, with the client's failure bookkeeping (as in
+        :meth:`execute`)."""
+        try:
+            return fn(*args)
+        except ConnectionError:
+            self._broken = True
+            raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
+
     def transaction(self) -> Transaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the
         block raises. Nested blocks become savepoints."""
@@ -150,6 +244,11 @@ class Client:
     def release(self) -> None:
         """Give the connection back to the pool. Calling it again does nothing."""
         if not self._released:
+            if self._copy_out is not None:
+                try:
+                    self._copy_out.close()
+                except Exception:
+                    self._broken = True  # the pool discards the connection
             self._pool.release(self)
 
     def __enter__(self) -> Client:
@@ -213,3 +312,85 @@ class Transaction:
                 client.execute(f"RELEASE SAVEPOINT pgconnector_{depth}")
         except ConnectionError:
             pass  # the connection died too; release() will discard it, the original error wins
+
+
+class CopyOut:
+    """What :meth:`Client.copy_out` returns: an async iterator of ``bytes`` chunks, and an
+    async context manager that ends the COPY on leaving. ``close()`` ends it early: the COPY
+    is cancelled on the server, the rest of its data dropped, and the connection stays
+    usable."""
+
+    __slots__ = ("_chunks", "_client", "_done", "_sql", "_timeout")
+
+    def __init__(self, client: Client, sql: str, timeout: float | None) -> None:
+        self._client = client
+        self._sql = sql
+        self._timeout = timeout
+        self._chunks: Any = None
+        self._done = False
+
+    def __iter__(self) -> CopyOut:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        client = self._client
+        chunks = self._chunks
+        if chunks is None:
+            conn = client._live()
+            if client._copy_out is not None:
+                client._copy_out.close()
+            chunks = self._chunks = conn.copy_out(self._sql, self._timeout)
+            client._copy_out = self
+        try:
+            chunk: bytes = chunks.__next__()
+            return chunk
+        except StopIteration:
+            self._end()
+            raise
+        except ConnectionError:
+            self._end()
+            client._broken = True
+            raise
+        except Exception as exc:
+            self._end()
+            if not client._revoked:
+                raise
+            raise client._lost(exc) from exc
+        except BaseException:
+            # Interrupted (a cancelled task): the driver's iterator ended the COPY as it
+            # unwound, or left the connection for the release to deal with.
+            self._end()
+            raise
+
+    def _end(self) -> None:
+        self._done = True
+        self._chunks = None
+        if self._client._copy_out is self:
+            self._client._copy_out = None
+
+    def close(self) -> None:
+        """End the COPY now if it still runs (cancelled on the server, the connection kept
+        usable). Idempotent. Raises :class:`~pgconnector.ConnectionError` if the connection
+        broke meanwhile."""
+        chunks = self._chunks
+        self._end()
+        if chunks is None:
+            return
+        try:
+            chunks.close()
+        except ConnectionError:
+            self._client._broken = True
+            raise
+
+    def __enter__(self) -> CopyOut:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

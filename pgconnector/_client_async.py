@@ -5,10 +5,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._copy import (
+    check_columns,
+    check_copy,
+    check_identifier,
+    check_timeout,
+    checked_records,
+    copy_records_sql,
+    encode_records,
+    source_chunks,
+)
 from ._listen_base import check_channel
 from ._protocols import AsyncDriverConnection, QueryResult
 from ._row import Row, make_rows
@@ -17,7 +27,7 @@ from .errors import ClientReleasedError, ConfigError, ConnectionError
 if TYPE_CHECKING:
     from ._pool_async import AsyncManagedPool
 
-__all__ = ["AsyncClient", "AsyncTransaction"]
+__all__ = ["AsyncClient", "AsyncTransaction", "AsyncCopyOut"]
 
 REVOKED = (
     "disconnect() closed the pool while this client was borrowed, and closed its connection"
@@ -33,8 +43,8 @@ class AsyncClient:
     """
 
     __slots__ = (
-        "__weakref__", "_broken", "_conn", "_granted", "_pool", "_released", "_revoked",
-        "_tx_depth",
+        "__weakref__", "_broken", "_conn", "_copy_out", "_granted", "_pool", "_released",
+        "_revoked", "_tx_depth",
     )
 
     def __init__(self, conn: AsyncDriverConnection, pool: AsyncManagedPool) -> None:
@@ -48,6 +58,8 @@ class AsyncClient:
         # perf_counter() when the borrow was granted, only while metrics listen (else 0.0):
         # the release then reports how long the connection was used.
         self._granted = 0.0
+        #: The copy_out() being read, if any: the connection is inside its COPY until it ends.
+        self._copy_out: AsyncCopyOut | None = None
 
     def _live(self) -> AsyncDriverConnection:
         if self._released:
@@ -62,6 +74,8 @@ class AsyncClient:
     async def execute(self, sql: str, *args: Any) -> str:
         """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
         conn = self._live()
+        if self._copy_out is not None:
+            await self._copy_out.aclose()
         try:
             return await conn.execute(sql, args)
         except ConnectionError:
@@ -74,6 +88,8 @@ class AsyncClient:
 
     async def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
         conn = self._live()
+        if self._copy_out is not None:
+            await self._copy_out.aclose()
         try:
             return await conn.fetch(sql, args)
         except ConnectionError:
@@ -122,6 +138,87 @@ class AsyncClient:
             )
         await self.execute("SELECT pg_notify($1, $2)", channel, payload)
 
+    # -- COPY ------------------------------------------------------------------------------
+
+    async def copy_records_to_table(
+        self,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        schema: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Bulk-load ``records`` (rows of values, None for NULL) into ``table`` with COPY;
+        return the number of rows copied. ``table``, ``schema`` and ``columns`` are
+        identifiers, quoted as such (case and spaces kept). All or nothing: a failing row, or
+        one whose length differs from the first (``ConfigError`` naming it), leaves nothing
+        of the call applied."""
+        check_identifier(table, "table")
+        if schema is not None:
+            check_identifier(schema, "schema")
+        names = check_columns(columns)
+        check_timeout(timeout)
+        rows = checked_records(records, len(names) if names else None)
+        conn = self._live()
+        if self._copy_out is not None:
+            await self._copy_out.aclose()
+        own = getattr(conn, "copy_records", None)
+        if own is not None:
+            # The driver's own record COPY (it encodes the values as every backend does).
+            count: int = await self._guarded(own, table, schema, names, rows, timeout)
+            return count
+        sql = copy_records_sql(table, schema, names)
+        count = await self._guarded(conn.copy_in, sql, encode_records(rows), timeout)
+        return count
+
+    async def copy_in(
+        self,
+        sql: str,
+        source: Any,
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Run ``COPY … FROM STDIN`` with the data of ``source``: ``bytes``, ``str``, a binary
+        file object, or an iterable (on the async client, also an async iterable) of
+        ``bytes`` chunks. Return the number of rows copied. Any other statement raises
+        ``ConfigError`` and runs nothing."""
+        check_copy(sql, "in")
+        check_timeout(timeout)
+        # ASYNC
+        chunks = source_chunks(source, allow_async=True)
+        # SYNC: chunks = source_chunks(source, allow_async=False)
+        # END
+        conn = self._live()
+        if self._copy_out is not None:
+            await self._copy_out.aclose()
+        count: int = await self._guarded(conn.copy_in, sql, chunks, timeout)
+        return count
+
+    def copy_out(self, sql: str, *, timeout: float | None = None) -> AsyncCopyOut:
+        """Run ``COPY … TO STDOUT`` and iterate over its data as ``bytes`` chunks (one or more
+        rows each, never a row split). Any other statement raises ``ConfigError`` and runs
+        nothing. The COPY starts with the first chunk asked for; leaving the iteration early
+        (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
+        the connection usable, and so does the client's next statement or its release."""
+        check_copy(sql, "out")
+        check_timeout(timeout)
+        self._live()
+        return AsyncCopyOut(self, sql, timeout)
+
+    async def _guarded(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, a driver call, with the client's failure bookkeeping (as in
+        :meth:`execute`)."""
+        try:
+            return await fn(*args)
+        except ConnectionError:
+            self._broken = True
+            raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
+
     def transaction(self) -> AsyncTransaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the
         block raises. Nested blocks become savepoints."""
@@ -149,6 +246,11 @@ class AsyncClient:
     async def release(self) -> None:
         """Give the connection back to the pool. Calling it again does nothing."""
         if not self._released:
+            if self._copy_out is not None:
+                try:
+                    await self._copy_out.aclose()
+                except Exception:
+                    self._broken = True  # the pool discards the connection
             await self._pool.release(self)
 
     async def __aenter__(self) -> AsyncClient:
@@ -212,3 +314,85 @@ class AsyncTransaction:
                 await client.execute(f"RELEASE SAVEPOINT pgconnector_{depth}")
         except ConnectionError:
             pass  # the connection died too; release() will discard it, the original error wins
+
+
+class AsyncCopyOut:
+    """What :meth:`AsyncClient.copy_out` returns: an async iterator of ``bytes`` chunks, and an
+    async context manager that ends the COPY on leaving. ``aclose()`` ends it early: the COPY
+    is cancelled on the server, the rest of its data dropped, and the connection stays
+    usable."""
+
+    __slots__ = ("_chunks", "_client", "_done", "_sql", "_timeout")
+
+    def __init__(self, client: AsyncClient, sql: str, timeout: float | None) -> None:
+        self._client = client
+        self._sql = sql
+        self._timeout = timeout
+        self._chunks: Any = None
+        self._done = False
+
+    def __aiter__(self) -> AsyncCopyOut:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        client = self._client
+        chunks = self._chunks
+        if chunks is None:
+            conn = client._live()
+            if client._copy_out is not None:
+                await client._copy_out.aclose()
+            chunks = self._chunks = conn.copy_out(self._sql, self._timeout)
+            client._copy_out = self
+        try:
+            chunk: bytes = await chunks.__anext__()
+            return chunk
+        except StopAsyncIteration:
+            self._end()
+            raise
+        except ConnectionError:
+            self._end()
+            client._broken = True
+            raise
+        except Exception as exc:
+            self._end()
+            if not client._revoked:
+                raise
+            raise client._lost(exc) from exc
+        except BaseException:
+            # Interrupted (a cancelled task): the driver's iterator ended the COPY as it
+            # unwound, or left the connection for the release to deal with.
+            self._end()
+            raise
+
+    def _end(self) -> None:
+        self._done = True
+        self._chunks = None
+        if self._client._copy_out is self:
+            self._client._copy_out = None
+
+    async def aclose(self) -> None:
+        """End the COPY now if it still runs (cancelled on the server, the connection kept
+        usable). Idempotent. Raises :class:`~pgconnector.ConnectionError` if the connection
+        broke meanwhile."""
+        chunks = self._chunks
+        self._end()
+        if chunks is None:
+            return
+        try:
+            await chunks.aclose()
+        except ConnectionError:
+            self._client._broken = True
+            raise
+
+    async def __aenter__(self) -> AsyncCopyOut:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -44,12 +44,21 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from time import monotonic, perf_counter
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ._acompat import finish_even_if_cancelled
 from ._config import PoolConfig
+from ._copy import AsyncChunks, split_chunks
 from ._generic_state import (
     MAX_PARALLEL_CONNECTS,
     AsyncWaiter,
@@ -146,6 +155,17 @@ class RawConnection(Protocol):
 
     def server_parameter(self, name: str) -> str | None:
         """The value the server last reported for a run-time parameter, or None (no I/O)."""
+        ...
+
+    def copy_in(self, sql: str, chunks: Iterable[bytes]) -> int:
+        """Run a ``COPY … FROM STDIN`` sending ``chunks``; return the rows copied. A failure
+        of ``chunks`` aborts the COPY (nothing applied) and is raised as is. Stop reading
+        ``chunks`` once :meth:`cancel` was called (the COPY then fails as cancelled)."""
+        ...
+
+    def copy_out(self, sql: str) -> Iterator[bytes]:
+        """Run a ``COPY … TO STDOUT`` as a generator of chunks of its data. Closed early, it
+        cancels the COPY on the server and reads the rest, leaving the connection usable."""
         ...
 
     def transaction_status(self) -> str:
@@ -578,6 +598,17 @@ class PoolCore:
             return False
         return True
 
+    def run_stream(
+        self, entry: Entry, chunks: Iterator[bytes]
+    ) -> Generator[bytes, None, None]:
+        """:meth:`run_op` for a generator (a copy_out): closing this closes ``chunks``."""
+        try:
+            yield from chunks
+        except ConnectionError as exc:
+            if self.state.claim_failure_report(entry):
+                self.hooks.connection_failed(exc.cause or exc, entry.connection_id)
+            raise
+
     def run_op(self, entry: Entry, fn: Callable[..., T], *args: Any) -> T:
         """Run a statement; report the connection's failure (once) if it broke."""
         try:
@@ -825,6 +856,14 @@ class PooledConnection:
         conn: RawConnection = self._entry.conn
         return conn.server_parameter(name)
 
+    def copy_in(self, sql: str, chunks: Iterable[bytes], timeout: float | None = None) -> int:
+        conn: RawConnection = self._entry.conn
+        return self._core.run_op(self._entry, conn.copy_in, sql, chunks)
+
+    def copy_out(self, sql: str, timeout: float | None = None) -> Iterator[bytes]:
+        conn: RawConnection = self._entry.conn
+        return self._core.run_stream(self._entry, conn.copy_out(sql))
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._entry!r}>"
 
@@ -937,6 +976,24 @@ async def _over(job: Job, timeout: float | None) -> bool:
     return True
 
 
+def _pulled(source: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
+    """A blocking iterator over ``source``, for a worker thread: each chunk is awaited on
+    ``loop``."""
+    iterator = source.__aiter__()
+    while True:
+        chunk = asyncio.run_coroutine_threadsafe(_next_chunk(iterator), loop).result()
+        if chunk is None:
+            return
+        yield chunk
+
+
+async def _next_chunk(iterator: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await iterator.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():  # not given up on (timed out, cancelled)
         future.set_result(None)
@@ -971,6 +1028,39 @@ class AsyncPooledConnection:
     def server_parameter(self, name: str) -> str | None:
         conn: RawConnection = self._entry.conn
         return conn.server_parameter(name)
+
+    async def copy_in(self, sql: str, chunks: AsyncChunks, timeout: float | None = None) -> int:
+        source, iterable = split_chunks(chunks)
+        if source is not None:
+            # The COPY runs in a worker thread; it pulls each chunk of an async source from
+            # this loop (free meanwhile: the caller awaits the worker).
+            iterable = _pulled(source, asyncio.get_running_loop())
+        count: int = await self._run(self._entry.conn.copy_in, sql, iterable)
+        return count
+
+    async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """Each chunk is read by a worker thread (one job per chunk, so a cancelled caller is
+        handled as for any statement: cancelled on the server, settled before the next one);
+        closed early, the generator is closed in a worker too (cancel, then read the rest)."""
+        core = self._core
+        entry = self._entry
+        chunks = core.run_stream(entry, entry.conn.copy_out(sql))
+        finished = False
+        try:
+            while True:
+                chunk = await self._run(next, chunks, None)
+                if chunk is None:
+                    finished = True
+                    return
+                yield chunk
+        except Exception:
+            finished = True  # it raised: the generator is over
+            raise
+        finally:
+            # Closed early (GeneratorExit at the yield), or the caller cancelled while a
+            # worker read a chunk (closed once that is settled: see _run).
+            if not finished:
+                await self._run(chunks.close)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         core = self._core

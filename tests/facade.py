@@ -15,10 +15,12 @@ from typing import Any
 from pgconnector import (
     AsyncClient,
     AsyncConnectionManager,
+    AsyncCopyOut,
     AsyncNotificationStream,
     Client,
     ConnectionManager,
     ConnectionStatus,
+    CopyOut,
     Notification,
     NotificationStream,
     PoolConfig,
@@ -56,6 +58,15 @@ class ClientFacade:
     async def notify(self, channel: str, payload: str = "") -> None:
         await self._call("notify", channel, payload)
 
+    async def copy_records_to_table(self, table: str, records: Any, **kwargs: Any) -> int:
+        return await self._call("copy_records_to_table", table, records, **kwargs)  # type: ignore[no-any-return]
+
+    async def copy_in(self, sql: str, source: Any, **kwargs: Any) -> int:
+        return await self._call("copy_in", sql, source, **kwargs)  # type: ignore[no-any-return]
+
+    def copy_out(self, sql: str, **kwargs: Any) -> CopyOutFacade:
+        return CopyOutFacade(self.client.copy_out(sql, **kwargs))
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[ClientFacade]:
         if isinstance(self.client, AsyncClient):
@@ -76,6 +87,33 @@ class ClientFacade:
     @property
     def released(self) -> bool:
         return self.client.released
+
+
+class CopyOutFacade:
+    """A copy_out() iterator with the async face (a sync ``next`` blocks the test's loop)."""
+
+    def __init__(self, chunks: CopyOut | AsyncCopyOut) -> None:
+        self.chunks = chunks
+
+    def __aiter__(self) -> CopyOutFacade:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if isinstance(self.chunks, AsyncCopyOut):
+            return await self.chunks.__anext__()
+        try:
+            return next(self.chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        if isinstance(self.chunks, AsyncCopyOut):
+            await self.chunks.aclose()
+        else:
+            self.chunks.close()
+
+    async def read_all(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
 
 
 class StreamFacade:

@@ -62,7 +62,7 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, cast
@@ -72,6 +72,7 @@ import asyncpg.exceptions as pgexc
 from asyncpg.pool import PoolConnectionProxy
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
+from pgconnector._copy import AsyncChunks, rows_copied, split_chunks
 from pgconnector._hosts import STATE_QUERY, Attempt, connect_plan, describe_target, open_budget
 from pgconnector._multihost_async import aconnect_first
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
@@ -173,6 +174,22 @@ def _encode_json(value: object) -> str:
     )
 
 
+def _encode_jsonb(value: object) -> bytes:
+    """jsonb in binary format: a version byte (1), then the JSON text. Binary, so that
+    asyncpg's binary ``copy_records_to_table`` can send json/jsonb columns too."""
+    return b"\x01" + _encode_json(value).encode("utf-8")
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    if data[:1] != b"\x01":
+        raise ValueError(f"unsupported jsonb binary format version {data[:1]!r}")
+    return json.loads(data[1:])
+
+
+def _encode_json_binary(value: object) -> bytes:
+    return _encode_json(value).encode("utf-8")
+
+
 def _encode_uuid(value: object) -> bytes:
     """uuid arguments: a ``uuid.UUID``, its text form, or its 16 bytes (what asyncpg's own
     codec accepts)."""
@@ -189,6 +206,11 @@ def _decode_uuid(data: bytes) -> uuid.UUID:
     # asyncpg's own decoder returns its faster UUID subclass; the other backends (and
     # type(value) is uuid.UUID checks) expect the standard class.
     return uuid.UUID(bytes=data)
+
+
+async def _async_chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 async def _read_state(con: TrackedConnection) -> tuple[bool, bool]:
@@ -351,6 +373,95 @@ class AsyncpgConnection:
         # Records index by position, have a length and iterate over their values: all that
         # Row needs, and it builds its tuple from each record once (in C).
         return tuple(records[0].keys()), cast(Sequence[Sequence[Any]], records)
+
+    # COPY: asyncpg's own, inside the same translation as every statement.
+
+    async def copy_in(self, sql: str, chunks: AsyncChunks, timeout: float | None = None) -> int:
+        source, iterable = split_chunks(chunks)
+        # asyncpg reads an async iterable (a failure of it makes asyncpg send CopyFail: the
+        # COPY is rolled back, the connection stays usable, the error reaches the caller).
+        reader = source if source is not None else _async_chunks(iterable)
+        self.running = True
+        try:
+            status = await self._con._copy_in(sql, reader, timeout)  # type: ignore[attr-defined]
+        except Exception as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._ended()
+        return rows_copied(status)
+
+    async def copy_records(
+        self,
+        table: str,
+        schema: str | None,
+        columns: Sequence[str] | None,
+        records: Iterable[Sequence[Any]],
+        timeout: float | None = None,
+    ) -> int:
+        # asyncpg's binary record COPY, with the connection's codecs (the same values as
+        # arguments); asyncpg quotes the identifiers.
+        self.running = True
+        try:
+            status = await self._con.copy_records_to_table(
+                table,
+                records=records,
+                columns=list(columns) if columns else None,
+                schema_name=schema,
+                timeout=timeout,
+            )
+        except Exception as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._ended()
+        return rows_copied(status)
+
+    async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """asyncpg pushes the data into a callback; a task runs the COPY and hands each batch
+        over through a small queue (so memory stays bounded: asyncpg stops reading while the
+        callback waits). Closed early, the task is cancelled: asyncpg then cancels the COPY on
+        the server, and the connection stays usable."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=2)
+
+        async def sink(data: bytes) -> None:
+            await queue.put(bytes(data))
+
+        self.running = True
+        copy = asyncio.ensure_future(
+            self._con._copy_out(sql, sink, timeout)  # type: ignore[attr-defined]
+        )
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                try:
+                    await asyncio.wait((getter, copy), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not getter.done():
+                        getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    yield getter.result()
+                    continue
+                while not queue.empty():
+                    yield queue.get_nowait()
+                copy.result()  # raises the COPY's error
+                return
+        except Exception as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            if not copy.done():
+                copy.cancel()  # asyncpg sends the server a cancel request for the COPY
+                await asyncio.wait((copy,))
+            if not copy.cancelled():
+                copy.exception()  # retrieved: its outcome is not wanted any more
+            self._ended()
 
     def _ended(self) -> None:
         self.running = False
@@ -728,14 +839,22 @@ class AsyncpgPool:
 
     async def _prepare(self, con: TrackedConnection) -> None:
         # All pg_catalog built-ins: asyncpg resolves them without a round trip.
-        for typename in ("json", "jsonb"):
-            await con.set_type_codec(
-                typename,
-                schema="pg_catalog",
-                encoder=_encode_json,
-                decoder=json.loads,
-                format="text",
-            )
+        # json/jsonb in binary format (json's is its text): asyncpg's binary record COPY
+        # (copy_records_to_table) has no text-format codec path.
+        await con.set_type_codec(
+            "json",
+            schema="pg_catalog",
+            encoder=_encode_json_binary,
+            decoder=json.loads,
+            format="binary",
+        )
+        await con.set_type_codec(
+            "jsonb",
+            schema="pg_catalog",
+            encoder=_encode_jsonb,
+            decoder=_decode_jsonb,
+            format="binary",
+        )
         await con.set_type_codec(
             "uuid",
             schema="pg_catalog",

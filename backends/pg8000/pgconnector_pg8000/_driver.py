@@ -38,7 +38,7 @@ import ssl
 import struct
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -60,6 +60,7 @@ from pgconnector import (
     PgConnectorError,
     PoolConfig,
 )
+from pgconnector._copy import CHUNK_SIZE
 from pgconnector._generic_pool import (
     ACTIVE,
     IDLE,
@@ -87,6 +88,7 @@ _CANCEL_REQUEST_CODE = 80877102
 _READY_FOR_QUERY = b"Z"
 _ERROR_RESPONSE = b"E"
 _COPY_IN_RESPONSE = b"G"
+_COPY_DATA = b"d"
 
 
 def _message(code: bytes, payload: bytes = b"") -> bytes:
@@ -96,7 +98,9 @@ def _message(code: bytes, payload: bytes = b"") -> bytes:
 _DESCRIBE_PORTAL = _message(b"D", b"P\x00")
 _EXECUTE = _message(b"E", b"\x00" + _I32.pack(0))
 _SYNC = _message(b"S")
-_COPY_FAIL = _message(b"f", b"COPY from a client stream is not supported by pgconnector\x00")
+_COPY_FAIL = _message(b"f", b"COPY FROM STDIN runs through copy_in() in pgconnector\x00")
+_COPY_DONE = _message(b"c")
+_COPY_CANCELLED = _message(b"f", b"COPY cancelled by the client\x00")
 
 # -- DSN keywords ---------------------------------------------------------------------------
 
@@ -240,6 +244,8 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
         #: connection in step with the server.
         self.pgc_ready = True
         self.pgc_in_extended = False
+        #: Set by a cancel: a running copy_in stops reading its source.
+        self.pgc_stop = False
         super().__init__(*args, **kwargs)
         self.py_types[memoryview] = lambda view: "\\x" + bytes(view).hex()
         # timestamptz in UTC whatever the session's TimeZone, as on every backend.
@@ -269,15 +275,32 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
         self.pgc_ready = True
 
     def handle_messages(self, context: Any) -> None:
+        for _ in self.pgc_messages(context, copy_out=False):
+            pass
+
+    def pgc_messages(self, context: Any, *, copy_out: bool) -> Iterator[bytes]:
+        """Read and handle messages up to ReadyForQuery. With ``copy_out``, the data of a COPY
+        TO STDOUT is yielded in chunks of about ``CHUNK_SIZE`` bytes (whole rows) instead of
+        going to pg8000's stream."""
         sock = self._sock
         failure: Exception | None = None
         code = None
+        pending = bytearray()
         while code != _READY_FOR_QUERY:
             header = _read_exact(sock, 5)
             code, length = _HEADER.unpack(header)
             data = _read_exact(sock, length - 4)
             if failure is not None and code != _READY_FOR_QUERY:
                 continue  # draining up to ReadyForQuery after a client-side error
+            if copy_out and code == _COPY_DATA:
+                pending += data
+                if len(pending) >= CHUNK_SIZE:
+                    yield bytes(pending)
+                    pending.clear()
+                continue
+            if pending and context.error is None:
+                yield bytes(pending)  # CopyDone (or an error) follows the last row
+                pending.clear()
             try:
                 self.message_types[code](data, context)
             except Exception as exc:
@@ -295,6 +318,32 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
             raise failure
         if context.error is not None:
             raise context.error
+
+    def handle_COPY_OUT_RESPONSE(self, data: bytes, context: Any) -> None:
+        if not getattr(context, "pgc_copy_out", False):
+            super().handle_COPY_OUT_RESPONSE(data, context)
+
+    def handle_COPY_IN_RESPONSE(self, data: bytes, context: Any) -> None:
+        chunks = getattr(context, "pgc_chunks", None)
+        if chunks is None:
+            super().handle_COPY_IN_RESPONSE(data, context)  # pg8000's own run(stream=...)
+            return
+        # A failure of the source raises out of here: handle_messages then sends CopyFail,
+        # the server rolls the COPY back, and the source's error reaches the caller.
+        sock = self._sock
+        for chunk in chunks:
+            if self.pgc_stop:
+                # Cancelled (Pg8000Raw.cancel): stop reading the source, and end the COPY
+                # with an error, as the server would on its own cancel.
+                _write_all(sock, _COPY_CANCELLED)
+                return
+            if chunk:
+                try:
+                    sock.write(_HEADER.pack(_COPY_DATA, len(chunk) + 4))
+                    sock.write(chunk)
+                except (OSError, AttributeError, ValueError) as exc:
+                    raise InterfaceError("network error") from exc
+        _write_all(sock, _COPY_DONE)
 
     # statements ------------------------------------------------------------------------------
 
@@ -336,6 +385,27 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
         )
         self.handle_messages(context)
         return context
+
+
+    def pgc_copy_in(self, sql: str, chunks: Iterable[bytes]) -> Any:
+        """A ``COPY … FROM STDIN`` sending ``chunks``: the simple query protocol."""
+        context = Context(sql)
+        context.pgc_chunks = chunks
+        self.pgc_ready = False
+        self.pgc_in_extended = False
+        self.pgc_stop = False
+        _write_all(self._sock, _message(b"Q", sql.encode(self._client_encoding) + b"\x00"))
+        self.handle_messages(context)
+        return context
+
+    def pgc_copy_out(self, sql: str) -> Iterator[bytes]:
+        """A ``COPY … TO STDOUT``, its data yielded in chunks as it arrives."""
+        context = Context(sql)
+        context.pgc_copy_out = True
+        self.pgc_ready = False
+        self.pgc_in_extended = False
+        _write_all(self._sock, _message(b"Q", sql.encode(self._client_encoding) + b"\x00"))
+        yield from self.pgc_messages(context, copy_out=True)
 
 
 def _read_exact(sock: Any, size: int) -> bytes:
@@ -448,6 +518,25 @@ class Pg8000Raw:
             py_types = conn.py_types
             oids = [param_oid(value) for value in args]
             params = [make_param(py_types, value) for value in args]
+        self._begin()
+        try:
+            if args:
+                return conn.pgc_extended(sql, oids, params)
+            return conn.pgc_simple(sql)
+        except Exception as exc:
+            error = self._error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        except BaseException as exc:
+            # Interrupted mid-statement (KeyboardInterrupt): the protocol state is unknown.
+            if not conn.pgc_ready:
+                self._broken = exc
+            raise
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
         with self._lock:
             if self._busy:
                 # The pool never sends two statements at once on a connection; a second
@@ -455,32 +544,82 @@ class Pg8000Raw:
                 # so the statement that runs is left alone.
                 raise InterfaceError("another statement is running on this connection")
             self._busy = True
+
+    def _end(self) -> None:
+        with self._lock:
+            self._busy = False
+            close = self._close_requested
+        if close:
+            self._hard_close()
+
+    def _error(self, exc: Exception) -> Exception:
+        """What to raise for ``exc``, a statement's failure: the server's error when the
+        connection is in step with the server (raised after ReadyForQuery), ``exc`` itself
+        when it is not the server's (a value pg8000 could not decode, a copy_in source's own
+        error), else a ConnectionError (the connection is then broken)."""
+        conn = self._conn
+        if (conn.pgc_ready and conn._usock is not None and not is_fatal(exc)
+                and not self._close_requested):
+            fields = error_fields(exc)
+            if not fields:
+                return exc
+            return server_error(exc, fields_from_protocol(fields))
+        self._broken = exc
+        return self._driver.broken(exc)
+
+    def copy_in(self, sql: str, chunks: Iterable[bytes]) -> int:
+        if self._broken is not None:
+            raise self._driver.broken(self._broken)
+        conn = self._conn
+        self._begin()
         try:
-            if args:
-                return conn.pgc_extended(sql, oids, params)
-            return conn.pgc_simple(sql)
+            context = conn.pgc_copy_in(sql, chunks)
         except Exception as exc:
-            if (conn.pgc_ready and conn._usock is not None and not is_fatal(exc)
-                    and not self._close_requested):
-                # Raised after ReadyForQuery: an SQL (or decoding) error, and the connection
-                # is in step with the server.
-                fields = error_fields(exc)
-                if not fields:
-                    raise  # not the server's: a value pg8000 could not decode
-                raise server_error(exc, fields_from_protocol(fields)) from exc
-            self._broken = exc
-            raise self._driver.broken(exc) from exc
+            error = self._error(exc)
+            if error is exc:
+                raise
+            raise error from exc
         except BaseException as exc:
-            # Interrupted mid-statement (KeyboardInterrupt): the protocol state is unknown.
             if not conn.pgc_ready:
                 self._broken = exc
             raise
         finally:
-            with self._lock:
-                self._busy = False
-                close = self._close_requested
-            if close:
-                self._hard_close()
+            self._end()
+        return max(int(context.row_count), 0)
+
+    def copy_out(self, sql: str) -> Iterator[bytes]:
+        """A generator: closed early, it cancels the COPY on the server and reads the rest
+        (dropped), so that the connection stays in step and usable."""
+        if self._broken is not None:
+            raise self._driver.broken(self._broken)
+        conn = self._conn
+        self._begin()
+        chunks = conn.pgc_copy_out(sql)
+        try:
+            for chunk in chunks:
+                try:
+                    yield chunk
+                except GeneratorExit:
+                    self.cancel()
+                    try:
+                        for _ in chunks:
+                            pass
+                    except DatabaseError as exc:
+                        if is_fatal(exc) or not conn.pgc_ready:
+                            raise
+                        # The cancel's own error (57014), when it hit the COPY: expected.
+                    raise
+        except Exception as exc:
+            error = self._error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        except BaseException as exc:
+            if not conn.pgc_ready:
+                self._broken = exc
+            raise
+        finally:
+            self._end()
 
     def transaction_status(self) -> str:
         if self._broken is not None or self._conn._usock is None:
@@ -512,6 +651,7 @@ class Pg8000Raw:
         """Send a CancelRequest for this connection's backend (pg8000 has no cancel of its
         own): the backend pid and secret key pg8000 kept from BackendKeyData, over a new
         connection to the same server; returns once the server has acted on it."""
+        self._conn.pgc_stop = True
         key = self._conn._backend_key_data
         if not key:
             return

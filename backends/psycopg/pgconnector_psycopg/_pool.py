@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -64,6 +64,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
 from pgconnector._acompat import Event, Lock, wait_event
+from pgconnector._copy import CHUNK_SIZE, Chunks, copy_records_sql
 from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import DriverConnection, QueryResult
@@ -184,6 +185,69 @@ class PsycopgConnection:
                 raise
             raise error from exc
         return names, rows
+
+    # COPY: psycopg's own (cursor.copy), inside the same translation as every statement.
+
+    def copy_in(
+        self, sql: str, chunks: Chunks, timeout: float | None = None
+    ) -> int:
+        try:
+            cursor = self._raw.cursor()
+            with cursor.copy(sql) as copy:
+                # A failure of the source (raised in this block) makes psycopg send CopyFail:
+                # the server rolls the COPY back, and the source's error reaches the caller.
+                for chunk in chunks:
+                    copy.write(chunk)
+            return max(cursor.rowcount, 0)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def copy_records(
+        self,
+        table: str,
+        schema: str | None,
+        columns: Sequence[str] | None,
+        records: Iterable[Sequence[Any]],
+        timeout: float | None = None,
+    ) -> int:
+        # psycopg's write_row (text format, its C dumpers) with the connection's adapters:
+        # every value as it would be sent as an argument, parsed by the server per column.
+        sql = copy_records_sql(table, schema, columns)
+        try:
+            cursor = self._raw.cursor()
+            with cursor.copy(sql) as copy:
+                for row in records:
+                    copy.write_row(row)
+            return max(cursor.rowcount, 0)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def copy_out(self, sql: str, timeout: float | None = None) -> Iterator[bytes]:
+        # psycopg hands out one row at a time; they are joined into chunks of CHUNK_SIZE.
+        # Closed early (GeneratorExit at a yield), psycopg's copy block cancels the COPY on
+        # the server and reads what is left: the connection stays usable.
+        try:
+            cursor = self._raw.cursor()
+            with cursor.copy(sql) as copy:
+                pending = bytearray()
+                for data in copy:
+                    pending += data
+                    if len(pending) >= CHUNK_SIZE:
+                        yield bytes(pending)
+                        pending.clear()
+                if pending:
+                    yield bytes(pending)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def server_parameter(self, name: str) -> str | None:
         try:

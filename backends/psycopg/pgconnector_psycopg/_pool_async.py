@@ -54,7 +54,7 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -67,6 +67,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
 from pgconnector._acompat import AEvent, ALock, await_event
+from pgconnector._copy import CHUNK_SIZE, AsyncChunks, copy_records_sql
 from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
@@ -95,6 +96,7 @@ from ._common import (
 # isort: split
 # ASYNC
 from pgconnector._acompat import finish_even_if_cancelled
+from pgconnector._copy import split_chunks
 
 # END
 if TYPE_CHECKING:
@@ -191,6 +193,75 @@ class AsyncPsycopgConnection:
                 raise
             raise error from exc
         return names, rows
+
+    # COPY: psycopg's own (cursor.copy), inside the same translation as every statement.
+
+    async def copy_in(
+        self, sql: str, chunks: AsyncChunks, timeout: float | None = None
+    ) -> int:
+        try:
+            cursor = self._raw.cursor()
+            async with cursor.copy(sql) as copy:
+                # A failure of the source (raised in this block) makes psycopg send CopyFail:
+                # the server rolls the COPY back, and the source's error reaches the caller.
+                # ASYNC
+                source, chunks = split_chunks(chunks)
+                if source is not None:
+                    async for chunk in source:
+                        await copy.write(chunk)
+                # END
+                for chunk in chunks:
+                    await copy.write(chunk)
+            return max(cursor.rowcount, 0)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def copy_records(
+        self,
+        table: str,
+        schema: str | None,
+        columns: Sequence[str] | None,
+        records: Iterable[Sequence[Any]],
+        timeout: float | None = None,
+    ) -> int:
+        # psycopg's write_row (text format, its C dumpers) with the connection's adapters:
+        # every value as it would be sent as an argument, parsed by the server per column.
+        sql = copy_records_sql(table, schema, columns)
+        try:
+            cursor = self._raw.cursor()
+            async with cursor.copy(sql) as copy:
+                for row in records:
+                    await copy.write_row(row)
+            return max(cursor.rowcount, 0)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+        # psycopg hands out one row at a time; they are joined into chunks of CHUNK_SIZE.
+        # Closed early (GeneratorExit at a yield), psycopg's copy block cancels the COPY on
+        # the server and reads what is left: the connection stays usable.
+        try:
+            cursor = self._raw.cursor()
+            async with cursor.copy(sql) as copy:
+                pending = bytearray()
+                async for data in copy:
+                    pending += data
+                    if len(pending) >= CHUNK_SIZE:
+                        yield bytes(pending)
+                        pending.clear()
+                if pending:
+                    yield bytes(pending)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def server_parameter(self, name: str) -> str | None:
         try:
