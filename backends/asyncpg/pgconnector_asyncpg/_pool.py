@@ -424,12 +424,18 @@ class AsyncpgConnection:
     async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
         """asyncpg pushes the data into a callback; a task runs the COPY and hands each batch
         over through a small queue (so memory stays bounded: asyncpg stops reading while the
-        callback waits). Closed early, the task is cancelled: asyncpg then cancels the COPY on
-        the server, and the connection stays usable."""
+        callback waits).
+
+        Closed early, the COPY is cancelled on the server (a CancelRequest) while the callback
+        drops what still arrives, and the task is awaited to its end: the connection is then
+        usable. (Cancelling the task instead would leave asyncpg's protocol in its COPY state
+        while it believes the cancel done, and the next statement would fail.)"""
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=2)
+        dropping = False
 
         async def sink(data: bytes) -> None:
-            await queue.put(bytes(data))
+            if not dropping:
+                await queue.put(bytes(data))
 
         self.running = True
         copy = asyncio.ensure_future(
@@ -456,12 +462,24 @@ class AsyncpgConnection:
                 raise
             raise error from exc
         finally:
-            if not copy.done():
-                copy.cancel()  # asyncpg sends the server a cancel request for the COPY
-                await asyncio.wait((copy,))
-            if not copy.cancelled():
-                copy.exception()  # retrieved: its outcome is not wanted any more
-            self._ended()
+            try:
+                if not copy.done():
+                    dropping = True
+                    while not queue.empty():  # unblocks a callback waiting to put
+                        queue.get_nowait()
+                    sent = asyncio.get_running_loop().create_future()
+                    self._con._cancel_current_command(sent)  # type: ignore[attr-defined]
+                    # Both over before anything else is sent: no late cancel can hit the
+                    # next statement.
+                    await asyncio.wait((copy, sent))
+            except BaseException:
+                copy.cancel()  # interrupted itself: the connection's state is unknown now
+                self._con.terminate()
+                raise
+            finally:
+                if copy.done() and not copy.cancelled():
+                    copy.exception()  # retrieved: its outcome is not wanted any more
+                self._ended()
 
     def _ended(self) -> None:
         self.running = False

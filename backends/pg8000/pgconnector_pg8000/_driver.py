@@ -223,6 +223,18 @@ def _array_oid(values: list[Any]) -> int:
 
 
 _TIMESTAMPTZ, _TIMESTAMPTZ_ARRAY = 1184, 1185
+_INET, _INET_ARRAY, _CIDR, _CIDR_ARRAY = 869, 1041, 650, 651
+
+
+def _inet_in(text: str) -> Any:
+    """An address when the mask is full-length (PostgreSQL then prints none), else the
+    interface, host bits kept."""
+    if "/" not in text:
+        return ipaddress.ip_address(text)
+    interface = ipaddress.ip_interface(text)
+    if interface.network.prefixlen == interface.max_prefixlen:
+        return interface.ip
+    return interface
 
 
 def _timestamptz_in(text: str) -> Any:
@@ -251,6 +263,12 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
         # timestamptz in UTC whatever the session's TimeZone, as on every backend.
         self.pg_types[_TIMESTAMPTZ] = _timestamptz_in
         self.pg_types[_TIMESTAMPTZ_ARRAY] = array_in(_timestamptz_in)
+        # inet/cidr as psycopg and asyncpg decode them (pg8000 makes every inet with a mask a
+        # network, dropping its host bits, and leaves cidr as text).
+        self.pg_types[_INET] = _inet_in
+        self.pg_types[_INET_ARRAY] = array_in(_inet_in)
+        self.pg_types[_CIDR] = ipaddress.ip_network
+        self.pg_types[_CIDR_ARRAY] = array_in(ipaddress.ip_network)
 
     # pg8000 message handlers ----------------------------------------------------------------
 
