@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -976,15 +977,39 @@ async def _over(job: Job, timeout: float | None) -> bool:
     return True
 
 
-def _pulled(source: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
-    """A blocking iterator over ``source``, for a worker thread: each chunk is awaited on
-    ``loop``."""
-    iterator = source.__aiter__()
-    while True:
-        chunk = asyncio.run_coroutine_threadsafe(_next_chunk(iterator), loop).result()
+class _Pulled:
+    """A blocking iterator over an async ``source``, for a worker thread: each chunk is
+    awaited on ``loop``. :meth:`stop` (from the loop) fails the wait in progress and every
+    later one."""
+
+    def __init__(self, source: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._iterator = source.__aiter__()
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: concurrent.futures.Future[bytes | None] | None = None
+        self._stopped = False
+
+    def __iter__(self) -> _Pulled:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._lock:
+            if self._stopped:
+                raise concurrent.futures.CancelledError("the COPY's caller was cancelled")
+            pending = self._pending = asyncio.run_coroutine_threadsafe(
+                _next_chunk(self._iterator), self._loop
+            )
+        chunk = pending.result()
         if chunk is None:
-            return
-        yield chunk
+            raise StopIteration
+        return chunk
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            pending = self._pending
+        if pending is not None:
+            pending.cancel()
 
 
 async def _next_chunk(iterator: AsyncIterator[bytes]) -> bytes | None:
@@ -1031,11 +1056,19 @@ class AsyncPooledConnection:
 
     async def copy_in(self, sql: str, chunks: AsyncChunks, timeout: float | None = None) -> int:
         source, iterable = split_chunks(chunks)
+        pulled = None
         if source is not None:
             # The COPY runs in a worker thread; it pulls each chunk of an async source from
             # this loop (free meanwhile: the caller awaits the worker).
-            iterable = _pulled(source, asyncio.get_running_loop())
-        count: int = await self._run(self._entry.conn.copy_in, sql, iterable)
+            iterable = pulled = _Pulled(source, asyncio.get_running_loop())
+        try:
+            count: int = await self._run(self._entry.conn.copy_in, sql, iterable)
+        except BaseException:
+            if pulled is not None:
+                # Cancelled: a source that waits would keep the worker (and the COPY) forever;
+                # failing the wait makes the driver abort the COPY at once.
+                pulled.stop()
+            raise
         return count
 
     async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:

@@ -229,7 +229,7 @@ async def test_not_a_copy_in_the_right_direction_runs_nothing(make_manager: Make
                 assert info.value.field == "sql"
             assert await c.fetchval(f"SELECT count(*) FROM {table}") == 0
             # comments and mixed case are fine
-            sql = f"/* load */ -- now\n copy {table} from stdin"
+            sql = f"/* load */ -- now\n copy {table} from stdin;"
             assert await c.copy_in(sql, b"7\n") == 1
             assert await c.copy_out(f"Copy {table} To StdOut").read_all() == b"7\n"
         finally:
@@ -369,3 +369,46 @@ async def test_copy_out_abandoned_early_leaves_the_connection_usable(
             " AND state = 'active'"
         )
         assert state == 0
+
+
+async def test_a_cancelled_copy_applies_nothing(make_manager: MakeManager) -> None:
+    """An async COPY whose task is cancelled while its source waits (copy_in), or while it
+    reads (copy_out): cancelled on the server, nothing applied, the client usable after."""
+    m = make_manager(max_size=1, min_size=1)
+    if m.mode == "sync":
+        pytest.skip("cancelling a task is an async matter")
+    import asyncio
+
+    await m.connect()
+    started = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"1\n2\n"
+        started.set()
+        await asyncio.Event().wait()  # never set: the task is cancelled here
+        yield b"3\n"
+
+    async with m.connection() as c:
+        table = await _table(c, _name("cancel"), "a int")
+        try:
+            task = asyncio.ensure_future(c.copy_in(f"COPY {table} FROM STDIN", stalled()))
+            await asyncio.wait_for(started.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await c.fetchval(f"SELECT count(*) FROM {table}") == 0
+            assert await c.copy_in(f"COPY {table} FROM STDIN", b"4\n") == 1
+
+            async def read_some() -> None:
+                async for _ in c.copy_out(_BIG):
+                    started.set()
+            started.clear()
+            task = asyncio.ensure_future(read_some())
+            await asyncio.wait_for(started.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await c.fetchval(f"SELECT count(*) FROM {table}") == 1
+        finally:
+            await c.execute(f"DROP TABLE {table}")
+    assert m.get_pool_stats().in_use == 0
