@@ -412,3 +412,21 @@ async def test_a_cancelled_copy_applies_nothing(make_manager: MakeManager) -> No
         finally:
             await c.execute(f"DROP TABLE {table}")
     assert m.get_pool_stats().in_use == 0
+
+
+async def test_disconnect_while_a_copy_out_is_open(make_manager: MakeManager) -> None:
+    """disconnect() takes away a client whose copy_out is half read: the pool closes within
+    its timeout, and reading on raises ConnectionError (not a hang, not data from nowhere)."""
+    import pgconnector
+
+    m = make_manager(max_size=1, min_size=1)
+    await m.connect()
+    c = await m.get_client()
+    chunks = c.copy_out(_BIG)
+    await chunks.__anext__()
+    await m.disconnect(timeout=0.5)
+    with pytest.raises(pgconnector.ConnectionError):
+        async for _ in chunks:
+            pass
+    await chunks.aclose()
+    await c.release()

@@ -450,8 +450,13 @@ class AsyncpgConnection:
                     if not getter.done():
                         getter.cancel()
                 if getter.done() and not getter.cancelled():
+                    # Not "running" while the reader holds the chunk: a disconnect() then
+                    # closes the connection at once instead of waiting for the COPY's end.
+                    self._ended()
                     yield getter.result()
+                    self.running = True
                     continue
+                self._ended()
                 while not queue.empty():
                     yield queue.get_nowait()
                 copy.result()  # raises the COPY's error

@@ -115,6 +115,7 @@ class PsycopgConnection:
         "broken",
         "checked_out",
         "close_reason",
+        "copy_waiting",
         "idle_since",
         "uses",
     )
@@ -137,6 +138,9 @@ class PsycopgConnection:
         self.broken = False
         #: Why we are closing it, when we are the ones doing it.
         self.close_reason: str | None = None
+        #: A copy_out waits for its reader to ask for the next chunk: psycopg's connection
+        #: lock is held (by the COPY), but no call runs on the connection.
+        self.copy_waiting = False
 
     @property
     def connection_id(self) -> int:
@@ -239,10 +243,18 @@ class PsycopgConnection:
                 for data in copy:
                     pending += data
                     if len(pending) >= CHUNK_SIZE:
-                        yield bytes(pending)
+                        self.copy_waiting = True
+                        try:
+                            yield bytes(pending)
+                        finally:
+                            self.copy_waiting = False
                         pending.clear()
                 if pending:
-                    yield bytes(pending)
+                    self.copy_waiting = True
+                    try:
+                        yield bytes(pending)
+                    finally:
+                        self.copy_waiting = False
         except psycopg.Error as exc:
             error = self._pool._translate(self, exc)
             if error is exc:
@@ -652,6 +664,11 @@ class PsycopgPool:
         budget = self._connect_budget
         if _take(lock, 0.0):
             return True  # no statement running
+        adapter = raw._pgc_adapter
+        if adapter is not None and adapter.copy_waiting:
+            # A copy_out between two chunks holds the lock, but nothing runs: close it under
+            # the COPY (the server ends the COPY with the session; its reader gets an error).
+            return False
         with suppress(Exception):
             raw.cancel_safe(timeout=budget)
         if _take(lock, budget):
