@@ -267,8 +267,12 @@ def connect_args(config: PoolConfig, params: ConnectParams) -> ConnectArgs:
 
 
 def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:
-    """The driver error as one redacted line (named by its type when it has no message)."""
+    """The driver error as one redacted line (named by its type when it has no message),
+    with the server's SQLSTATE when it sent one (as the other backends' messages have it)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate and sqlstate not in text:
+        text = f"{text} (SQLSTATE {sqlstate})"
     return redact(text, secrets)
 
 
