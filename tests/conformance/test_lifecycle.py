@@ -285,9 +285,8 @@ async def test_wrong_password_is_one_error_logged_once(
     assert params.password
     wrong = pg_server.dsn.replace(f":{params.password}@", ":Wr0ng-password@")
     m = make_manager(wrong, min_size=1)
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(ConnectionError) as info:
-            await m.connect()
+    with caplog.at_level(logging.DEBUG), pytest.raises(ConnectionError) as info:
+        await m.connect()
     message = str(info.value)
     assert message.startswith(
         f"could not connect to PostgreSQL at {params.host}:{params.port} "
