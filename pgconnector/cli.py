@@ -223,22 +223,21 @@ def cmd_server(args: argparse.Namespace, out: TextIO) -> int:
     # through the same cleanup, instead of interrupting initdb half-way.
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        where = f"in {server_dir}" if (server_dir := args.data_dir) else "throwaway"
-        out.write(f"Starting PostgreSQL ({where}) ...\n")
+        kept = Path(args.data_dir).absolute() if args.data_dir else None
+        out.write(f"Starting PostgreSQL ({f'in {kept}' if kept else 'throwaway'}) ...\n")
         out.flush()
         try:
+            if new_file is not None:
+                # Before initdb: a cluster must never exist without the password it was made
+                # with (the next run would then have none that works).
+                new_file.parent.mkdir(parents=True, exist_ok=True)
+                _save_credentials(new_file, credentials)
             server.start()
-        except EmbeddedServerError as exc:
+        except (OSError, EmbeddedServerError) as exc:
             print(f"pgconnector server: {exc}", file=sys.stderr)
             return EXIT_UNHEALTHY
-        if new_file is not None:
-            _save_credentials(new_file, credentials)
         dsn = server.dsn()
-        fate = (
-            f"the data stays in {Path(args.data_dir).absolute()}"
-            if args.data_dir
-            else "its data is removed"
-        )
+        fate = f"the data stays in {kept}" if kept else "its data is removed"
         out.write(
             f"PostgreSQL is ready at {dsn}\n"
             f"export DATABASE_URL={shlex.quote(dsn)}\n"

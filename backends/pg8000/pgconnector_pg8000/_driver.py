@@ -387,8 +387,10 @@ def describe_error(error: BaseException, *, severity: bool = True) -> str:
         return f"{text} (SQLSTATE {fields.get('C', '?')})"
     text = str(error) or type(error).__name__
     cause = error.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text = f"{text}: {cause}"
+    if cause is not None:
+        said = os_reason(cause) if isinstance(cause, OSError) else str(cause)
+        if said and said not in text:
+            text = f"{text}: {cause}"
     return text
 
 
@@ -703,14 +705,15 @@ class Pg8000Driver:
                 ) from exc
             return sock
         address = endpoint.address
+        # The message that carries this names the server already (or, for a multi-host DSN,
+        # the attempt): only a hostaddr that differs from it is worth saying.
+        via = f" (hostaddr {address})" if address != endpoint.host else ""
         try:
             sock = socket.create_connection((address, port), _remaining(deadline, timeout))
         except TimeoutError as exc:
-            raise _Unreachable(
-                f"timeout expired after {timeout:g} s connecting to {address}:{port}"
-            ) from exc
+            raise _Unreachable(f"timeout expired after {timeout:g} s{via}") from exc
         except OSError as exc:
-            raise _Unreachable(f"could not connect to {address}:{port}: {exc}") from exc
+            raise _Unreachable(f"{os_reason(exc)}{via}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for level, name, value in self._keepalive:
@@ -780,6 +783,11 @@ def _read_state(raw: Pg8000Raw) -> tuple[bool, bool]:
 
 def _discard(raw: Pg8000Raw) -> None:
     raw.close()
+
+
+def os_reason(exc: OSError) -> str:
+    """``Connection refused`` rather than ``[Errno 111] Connection refused``."""
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 class _Unreachable(InterfaceError):  # type: ignore[misc]
