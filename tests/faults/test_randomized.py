@@ -336,8 +336,14 @@ async def run_randomized(faults: FaultKit, seconds: float) -> None:
     except AssertionError as exc:
         books = m.get_pool_stats()
         raise AssertionError(t.fail(f"the pool's books never settled: {books}")) from exc
-    # Still serving: max_size borrows at once, each working.
-    assert len(await borrow_ids(m, MAX_SIZE)) == MAX_SIZE, t.fail("max_size borrows not served")
+    # Still serving: max_size borrows at once, each working. A session killed just before the
+    # end may still sit idle in the pool, and with the default ping_after_idle (1 s) may be
+    # handed out once and fail (DESIGN.md, precise point 11): then the next round must work.
+    try:
+        served = await borrow_ids(m, MAX_SIZE)
+    except ConnectionError:
+        served = await borrow_ids(m, MAX_SIZE)
+    assert len(served) == MAX_SIZE, t.fail("max_size borrows not served")
     # Nothing acknowledged is lost, nothing rolled back or cancelled before COMMIT is kept.
     out = server.admin_execute(f"SELECT id FROM {TABLE}")
     rows = {int(line) for line in out.split()}
