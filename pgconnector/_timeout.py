@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from time import monotonic
@@ -115,6 +118,74 @@ def _outcome(state: int, error: BaseException, timeout: float, grace: float) -> 
     return error  # its own error (or a server-side statement_timeout: QueryCanceled)
 
 
+class _Timers:
+    """One daemon thread keeping the deadlines of every timed sync call (a heap), so that a
+    call with a timeout costs a heap push and pop rather than a thread of its own. An expired
+    deadline's callback (the cancel, which waits for the server) runs in a new thread: only
+    then is one started. Cancelled entries are dropped lazily, and compacted when they are
+    most of the heap."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[list[Any]] = []
+        self._cancelled = 0
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> list[Any]:
+        entry: list[Any] = [monotonic() + delay, next(self._seq), callback]
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="pgconnector-statement-timeouts", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0] is entry:
+                self._cond.notify()  # sooner than what the thread waits for
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        with self._cond:
+            if entry[2] is None:
+                return  # expired (its callback runs, and checks that the call is over)
+            entry[2] = None
+            self._cancelled += 1
+            if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
+                self._heap = [e for e in self._heap if e[2] is not None]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                heap = self._heap
+                while heap and heap[0][2] is None:
+                    heapq.heappop(heap)
+                    self._cancelled -= 1
+                if not heap:
+                    self._cond.wait()
+                    continue
+                delay = heap[0][0] - monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                entry = heapq.heappop(heap)
+                callback, entry[2] = entry[2], None
+                threading.Thread(
+                    target=callback, name="pgconnector-statement-cancel", daemon=True
+                ).start()
+
+    def after_fork(self) -> None:
+        """In a forked child the thread is gone, and the condition may be held: start over."""
+        self.__init__()  # type: ignore[misc]
+
+
+_timers = _Timers()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_timers.after_fork)
+
+
 def call_with_timeout(
     call: Callable[[], T],
     timeout: float,
@@ -126,8 +197,9 @@ def call_with_timeout(
     """Run the blocking ``call`` (one statement, errors already translated), cancelling it on
     the server if it runs longer than ``timeout`` seconds.
 
-    A timer thread sends the cancel requests (``cancel()``, repeated while the statement still
-    runs) and, ``grace`` seconds after the timeout, ``hang_up()``. It does so holding a lock
+    When the timeout expires (one shared timer thread keeps the deadlines), a thread of its
+    own sends the cancel requests (``cancel()``, repeated while the statement still runs) and,
+    ``grace`` seconds after the timeout, ``hang_up()``. It does so holding a lock
     that the caller takes once ``call`` is over: so the call never returns or raises while a
     cancel request is on its way."""
     done = threading.Event()
@@ -153,10 +225,7 @@ def call_with_timeout(
                 with contextlib.suppress(Exception):
                     hang_up()
 
-    timer = threading.Timer(timeout, expire)
-    timer.daemon = True
-    timer.name = "pgconnector-statement-timeout"
-    timer.start()
+    timer = _timers.schedule(timeout, expire)
     try:
         result = call()
     except BaseException as exc:
@@ -171,9 +240,9 @@ def call_with_timeout(
     return result
 
 
-def _disarm(done: threading.Event, timer: threading.Timer, lock: threading.Lock) -> None:
+def _disarm(done: threading.Event, timer: list[Any], lock: threading.Lock) -> None:
     done.set()
-    timer.cancel()
+    _timers.cancel(timer)
     with lock:  # a cancel request under way: wait until the server has handled it
         pass
 
