@@ -1043,24 +1043,28 @@ class AsyncPooledConnection:
         ``ConnectionError``."""
         future = job.future
         assert future is not None
-        finished, _ = await asyncio.wait((future,), timeout=timeout)
-        if finished:
-            return future.result()
-        if job.withdraw():
-            # No worker had started it (all busy): it is never sent.
-            future.cancel()
-            raise timed_out(None, timeout)
-        core = self._core
-        settling = core.interrupt(self._entry, job)
-        if settling is not None and not await _over(settling, core.settle_timeout):
-            future.cancel()  # its outcome, when it comes, is nobody's
-            raise stuck_error(core.break_stuck(self._entry), timeout, core.settle_timeout)
         try:
-            # Over (perhaps it ended just before the cancel: then its result stands); its
-            # outcome reaches the future from the worker.
-            return await future
-        except QueryCanceled as exc:
-            raise timed_out(exc, timeout) from exc.cause
+            finished, _ = await asyncio.wait((future,), timeout=timeout)
+            if finished:
+                return future.result()
+            if job.withdraw():
+                # No worker had started it (all busy): it is never sent.
+                raise timed_out(None, timeout)
+            core = self._core
+            settling = core.interrupt(self._entry, job)
+            if settling is not None and not await _over(settling, core.settle_timeout):
+                raise stuck_error(core.break_stuck(self._entry), timeout, core.settle_timeout)
+            try:
+                # Over (perhaps it ended just before the cancel: then its result stands); its
+                # outcome reaches the future from the worker.
+                return await future
+            except QueryCanceled as exc:
+                raise timed_out(exc, timeout) from exc.cause
+        except BaseException:
+            # Given up on (or the caller cancelled): the statement's outcome, when it comes,
+            # is nobody's; a cancelled future drops it instead of logging it as unretrieved.
+            future.cancel()
+            raise
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._entry!r}>"
