@@ -14,7 +14,6 @@ from ._copy import (
     check_columns,
     check_copy,
     check_identifier,
-    check_timeout,
     checked_records,
     copy_records_sql,
     encode_records,
@@ -23,6 +22,7 @@ from ._copy import (
 from ._listen_base import check_channel
 from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
+from ._timeout import check_timeout
 from .errors import ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
@@ -72,13 +72,19 @@ class Client:
             )
         return self._conn
 
-    def execute(self, sql: str, *args: Any) -> str:
-        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
+    def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:
+        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``.
+
+        ``timeout``: seconds; when they run out the statement is cancelled on the server and
+        :class:`~pgconnector.errors.StatementTimeoutError` is raised (the client stays usable;
+        inside :meth:`transaction` the transaction is aborted, as by any error)."""
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._copy_out is not None:
             self._copy_out.close()
         try:
-            return conn.execute(sql, args)
+            return conn.execute(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -87,12 +93,14 @@ class Client:
                 raise
             raise self._lost(exc) from exc
 
-    def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    def _fetch(self, sql: str, args: Sequence[Any], timeout: float | None) -> QueryResult:
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._copy_out is not None:
             self._copy_out.close()
         try:
-            return conn.fetch(sql, args)
+            return conn.fetch(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -108,18 +116,24 @@ class Client:
         self._broken = True
         return ConnectionError(REVOKED, exc)
 
-    def fetch(self, sql: str, *args: Any) -> list[Row]:
-        """Run a query; return every row."""
-        return make_rows(*self._fetch(sql, args))
+    def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Row]:
+        """Run a query; return every row. ``timeout`` as for :meth:`execute`."""
+        return make_rows(*self._fetch(sql, args, timeout))
 
-    def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        """Run a query; return its first row, or None when there is none."""
-        columns, rows = self._fetch(sql, args)
+    def fetchrow(
+        self, sql: str, *args: Any, timeout: float | None = None
+    ) -> Row | None:
+        """Run a query; return its first row, or None when there is none. ``timeout`` as for
+        :meth:`execute`."""
+        columns, rows = self._fetch(sql, args, timeout)
         return make_rows(columns, rows[:1])[0] if rows else None
 
-    def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """Run a query; return one value of its first row (None when there is no row)."""
-        columns, rows = self._fetch(sql, args)
+    def fetchval(
+        self, sql: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        """Run a query; return one value of its first row (None when there is no row).
+        ``timeout`` as for :meth:`execute`."""
+        columns, rows = self._fetch(sql, args, timeout)
         if not rows:
             return None
         if type(column) is not int:  # a name, as a Row would take it
@@ -159,7 +173,7 @@ class Client:
         if schema is not None:
             check_identifier(schema, "schema")
         names = check_columns(columns)
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         rows = checked_records(records, len(names) if names else None)
         conn = self._live()
         if self._copy_out is not None:
@@ -185,7 +199,7 @@ class Client:
         ``bytes`` chunks. Return the number of rows copied. Any other statement raises
         ``ConfigError`` and runs nothing."""
         check_copy(sql, "in")
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         chunks = source_chunks(source, allow_async=False)
         conn = self._live()
         if self._copy_out is not None:
@@ -200,7 +214,7 @@ class Client:
         (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
         the connection usable, and so does the client's next statement or its release."""
         check_copy(sql, "out")
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         self._live()
         return CopyOut(self, sql, timeout)
 

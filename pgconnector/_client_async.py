@@ -13,7 +13,6 @@ from ._copy import (
     check_columns,
     check_copy,
     check_identifier,
-    check_timeout,
     checked_records,
     copy_records_sql,
     encode_records,
@@ -22,6 +21,7 @@ from ._copy import (
 from ._listen_base import check_channel
 from ._protocols import AsyncDriverConnection, QueryResult
 from ._row import Row, make_rows
+from ._timeout import check_timeout
 from .errors import ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
@@ -71,13 +71,19 @@ class AsyncClient:
             )
         return self._conn
 
-    async def execute(self, sql: str, *args: Any) -> str:
-        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
+    async def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:
+        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``.
+
+        ``timeout``: seconds; when they run out the statement is cancelled on the server and
+        :class:`~pgconnector.errors.StatementTimeoutError` is raised (the client stays usable;
+        inside :meth:`transaction` the transaction is aborted, as by any error)."""
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._copy_out is not None:
             await self._copy_out.aclose()
         try:
-            return await conn.execute(sql, args)
+            return await conn.execute(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -86,12 +92,14 @@ class AsyncClient:
                 raise
             raise self._lost(exc) from exc
 
-    async def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    async def _fetch(self, sql: str, args: Sequence[Any], timeout: float | None) -> QueryResult:
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._copy_out is not None:
             await self._copy_out.aclose()
         try:
-            return await conn.fetch(sql, args)
+            return await conn.fetch(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -107,18 +115,24 @@ class AsyncClient:
         self._broken = True
         return ConnectionError(REVOKED, exc)
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        """Run a query; return every row."""
-        return make_rows(*await self._fetch(sql, args))
+    async def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Row]:
+        """Run a query; return every row. ``timeout`` as for :meth:`execute`."""
+        return make_rows(*await self._fetch(sql, args, timeout))
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        """Run a query; return its first row, or None when there is none."""
-        columns, rows = await self._fetch(sql, args)
+    async def fetchrow(
+        self, sql: str, *args: Any, timeout: float | None = None
+    ) -> Row | None:
+        """Run a query; return its first row, or None when there is none. ``timeout`` as for
+        :meth:`execute`."""
+        columns, rows = await self._fetch(sql, args, timeout)
         return make_rows(columns, rows[:1])[0] if rows else None
 
-    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """Run a query; return one value of its first row (None when there is no row)."""
-        columns, rows = await self._fetch(sql, args)
+    async def fetchval(
+        self, sql: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        """Run a query; return one value of its first row (None when there is no row).
+        ``timeout`` as for :meth:`execute`."""
+        columns, rows = await self._fetch(sql, args, timeout)
         if not rows:
             return None
         if type(column) is not int:  # a name, as a Row would take it
@@ -158,7 +172,7 @@ class AsyncClient:
         if schema is not None:
             check_identifier(schema, "schema")
         names = check_columns(columns)
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         rows = checked_records(records, len(names) if names else None)
         conn = self._live()
         if self._copy_out is not None:
@@ -184,7 +198,7 @@ class AsyncClient:
         ``bytes`` chunks. Return the number of rows copied. Any other statement raises
         ``ConfigError`` and runs nothing."""
         check_copy(sql, "in")
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         # ASYNC
         chunks = source_chunks(source, allow_async=True)
         # SYNC: chunks = source_chunks(source, allow_async=False)
@@ -202,7 +216,7 @@ class AsyncClient:
         (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
         the connection usable, and so does the client's next statement or its release."""
         check_copy(sql, "out")
-        check_timeout(timeout)
+        timeout = check_timeout(timeout)
         self._live()
         return AsyncCopyOut(self, sql, timeout)
 

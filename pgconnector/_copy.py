@@ -41,7 +41,6 @@ __all__ = [
     "rows_copied",
     "file_chunks",
     "source_chunks",
-    "check_timeout",
     "check_columns",
 ]
 
@@ -461,16 +460,3 @@ def source_chunks(
         f"{type(source).__name__}",
         field="source",
     )
-
-
-def check_timeout(timeout: object) -> float | None:
-    """``timeout`` if it is None or a number of seconds > 0, else :class:`ConfigError`."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise ConfigError(
-            f"timeout: a number of seconds, not {type(timeout).__name__}", field="timeout"
-        )
-    if not timeout > 0:
-        raise ConfigError(f"timeout: must be > 0 seconds, got {timeout!r}", field="timeout")
-    return float(timeout)

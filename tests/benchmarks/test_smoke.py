@@ -156,7 +156,7 @@ def test_listen_stream_received_every_notification(
 
 @pytest.mark.timeout(300)
 def test_copy_loaded_every_row(results: dict[str, Any], run_dir: Path) -> None:
-    """(h): copy_records_to_table on every backend x manager loaded every row (the runner
+    """(i): copy_records_to_table on every backend x manager loaded every row (the runner
     counts them), beside the driver's own load; reported with the ratio."""
     copy = results["copy"]
     pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
@@ -167,6 +167,19 @@ def test_copy_loaded_every_row(results: dict[str, Any], run_dir: Path) -> None:
         if row["baseline"] is not None:
             assert row["ratio"] > 0, row
     markdown = (run_dir / "latest.md").read_text()
-    assert "## (h) COPY" in markdown
+    assert "## (i) COPY" in markdown
     for key in pairs:
         assert f"| `{key}` |" in markdown, key
+
+
+@pytest.mark.timeout(300)
+def test_timeouts_measured_for_every_pair(results: dict[str, Any], run_dir: Path) -> None:
+    """(h): the cost of ``timeout=`` and the time to a cancelled statement's error, for every
+    backend x manager; reported."""
+    data = results["timeouts"]
+    pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
+    assert set(data["pairs"]) == pairs
+    for key, run in data["pairs"].items():
+        assert run["plain_us"]["median"] > 0 and run["timed_us"]["median"] > 0, key
+        assert len(run["cancel_ms"]["runs"]) == results["plan"]["timeout_reps"], key
+    assert "(h) Statement timeouts" in (run_dir / "latest.md").read_text()

@@ -16,7 +16,6 @@ from pgconnector._copy import (
     check_columns,
     check_copy,
     check_identifier,
-    check_timeout,
     checked_records,
     copy_records_sql,
     encode_records,
@@ -173,13 +172,7 @@ async def test_sources() -> None:
     assert [c async for c in chunks] == [b"a"]  # type: ignore[union-attr]
 
 
-def test_timeout_and_status() -> None:
-    assert check_timeout(None) is None
-    assert check_timeout(2) == 2.0
-    for bad in (0, -1, float("nan"), "1", True):
-        with pytest.raises(ConfigError) as info:
-            check_timeout(bad)
-        assert info.value.field == "timeout"
+def test_status() -> None:
     assert rows_copied("COPY 12") == 12
     assert rows_copied("") == 0
     assert rows_copied(None) == 0
