@@ -15,16 +15,28 @@ Written once for every backend:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import json
 import math
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from decimal import Decimal
+from time import monotonic
 from typing import Any
 
 from ._listen_base import quote_ident
+from ._timeout import timed_out
 from .errors import ConfigError
 
 __all__ = [
@@ -41,6 +53,9 @@ __all__ = [
     "rows_copied",
     "file_chunks",
     "source_chunks",
+    "timed_chunks",
+    "atimed_chunks",
+    "deadline_source",
     "check_columns",
 ]
 
@@ -460,3 +475,75 @@ def source_chunks(
         f"{type(source).__name__}",
         field="source",
     )
+
+
+# -- timeouts --------------------------------------------------------------------------------
+# The timeout of a COPY covers the whole call: for copy_out, from the first chunk asked for to
+# the last (a reader that dawdles between chunks spends it too). Each chunk is read under the
+# backend's statement-timeout primitive (``run_within``) with what remains; when nothing
+# remains between two chunks, the COPY is closed (cancelled on the server) and
+# StatementTimeoutError raised.
+
+
+def timed_chunks(
+    chunks: Iterator[bytes],
+    timeout: float,
+    run_within: Callable[[Callable[[], bytes | None], float], bytes | None],
+) -> Generator[bytes, None, None]:
+    """A copy_out generator (``chunks``, closed at the end) under ``timeout`` seconds (see
+    above)."""
+    deadline = monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise timed_out(None, timeout)  # the finally cancels the COPY first
+            chunk = run_within(lambda: next(chunks, None), remaining)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+async def atimed_chunks(
+    chunks: AsyncIterator[bytes],
+    timeout: float,
+    run_within: Callable[[Callable[[], Awaitable[bytes | None]], float], Awaitable[bytes | None]],
+) -> AsyncIterator[bytes]:
+    """The async twin of :func:`timed_chunks`."""
+    deadline = monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise timed_out(None, timeout)
+            chunk = await run_within(lambda: anext(chunks, None), remaining)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def deadline_source(source: AsyncIterable[bytes], timeout: float) -> AsyncIterator[bytes]:
+    """An async copy_in source whose waits end with the COPY's timeout: a source that stalls
+    must not keep the COPY (and its connection) past it. Raises StatementTimeoutError, which
+    makes the driver abort the COPY."""
+    deadline = monotonic() + timeout
+    iterator = source.__aiter__()
+    while True:
+        remaining = deadline - monotonic()
+        try:
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(iterator.__anext__(), remaining)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise timed_out(None, timeout) from None
+        yield chunk

@@ -59,7 +59,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ._acompat import finish_even_if_cancelled
 from ._config import PoolConfig
-from ._copy import AsyncChunks, split_chunks
+from ._copy import AsyncChunks, split_chunks, timed_chunks
 from ._generic_state import (
     MAX_PARALLEL_CONNECTS,
     AsyncWaiter,
@@ -883,11 +883,16 @@ class PooledConnection:
 
     def copy_in(self, sql: str, chunks: Iterable[bytes], timeout: float | None = None) -> int:
         conn: RawConnection = self._entry.conn
+        if timeout is not None:
+            return self.run_within(functools.partial(conn.copy_in, sql, chunks), timeout)
         return self._core.run_op(self._entry, conn.copy_in, sql, chunks)
 
     def copy_out(self, sql: str, timeout: float | None = None) -> Iterator[bytes]:
         conn: RawConnection = self._entry.conn
-        return self._core.run_stream(self._entry, conn.copy_out(sql))
+        chunks = self._core.run_stream(self._entry, conn.copy_out(sql))
+        if timeout is not None:
+            return timed_chunks(chunks, timeout, self.run_within)
+        return chunks
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._entry!r}>"
@@ -1019,11 +1024,14 @@ class _Pulled:
     def __next__(self) -> bytes:
         with self._lock:
             if self._stopped:
-                raise concurrent.futures.CancelledError("the COPY's caller was cancelled")
+                raise QueryCanceled("the COPY was cancelled (its timeout, or its caller)")
             pending = self._pending = asyncio.run_coroutine_threadsafe(
                 _next_chunk(self._iterator), self._loop
             )
-        chunk = pending.result()
+        try:
+            chunk = pending.result()
+        except concurrent.futures.CancelledError:
+            raise QueryCanceled("the COPY was cancelled (its timeout, or its caller)") from None
         if chunk is None:
             raise StopIteration
         return chunk
@@ -1089,14 +1097,22 @@ class AsyncPooledConnection:
             # The COPY runs in a worker thread; it pulls each chunk of an async source from
             # this loop (free meanwhile: the caller awaits the worker).
             iterable = pulled = _Pulled(source, asyncio.get_running_loop())
+        watchdog = None
+        if pulled is not None and timeout is not None:
+            # A stalled source must not hold the worker past the timeout: its wait then fails
+            # (QueryCanceled, which the timeout reports as StatementTimeoutError).
+            watchdog = asyncio.get_running_loop().call_later(timeout, pulled.stop)
         try:
-            count: int = await self._run(self._entry.conn.copy_in, sql, iterable)
+            count: int = await self._run(self._entry.conn.copy_in, sql, iterable, timeout=timeout)
         except BaseException:
             if pulled is not None:
                 # Cancelled: a source that waits would keep the worker (and the COPY) forever;
                 # failing the wait makes the driver abort the COPY at once.
                 pulled.stop()
             raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
         return count
 
     async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
@@ -1106,17 +1122,27 @@ class AsyncPooledConnection:
         core = self._core
         entry = self._entry
         chunks = core.run_stream(entry, entry.conn.copy_out(sql))
+        deadline = None if timeout is None else monotonic() + timeout
         finished = False
         try:
             while True:
-                chunk = await self._run(next, chunks, None)
+                remaining = None
+                if deadline is not None:
+                    # The timeout covers the whole COPY (see pgconnector._copy.timed_chunks).
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        finished = True
+                        await self._run(chunks.close)
+                        raise timed_out(None, timeout)  # type: ignore[arg-type]
+                try:
+                    chunk = await self._run(next, chunks, None, timeout=remaining)
+                except Exception:
+                    finished = True  # it raised: the generator is over
+                    raise
                 if chunk is None:
                     finished = True
                     return
                 yield chunk
-        except Exception:
-            finished = True  # it raised: the generator is over
-            raise
         finally:
             # Closed early (GeneratorExit at the yield), or the caller cancelled while a
             # worker read a chunk (closed once that is settled: see _run).

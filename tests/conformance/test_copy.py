@@ -430,3 +430,76 @@ async def test_disconnect_while_a_copy_out_is_open(make_manager: MakeManager) ->
             pass
     await chunks.aclose()
     await c.release()
+
+
+# -- timeout= -------------------------------------------------------------------------------
+
+#: Generous: the call must end long before the server would (5 s), not fast.
+_BOUND = 3.0
+
+
+async def test_timeout_cancels_the_copy_on_the_server(make_manager: MakeManager) -> None:
+    """timeout= covers the whole COPY: when it runs out the COPY is cancelled on the server,
+    StatementTimeoutError is raised, nothing is applied and the same session goes on."""
+    import time
+
+    m = make_manager(max_size=1, min_size=1)
+    await m.connect()
+    async with m.connection() as c:
+        pid = await c.fetchval("SELECT pg_backend_pid()")
+        name = _name("slow")
+        await c.execute(
+            "CREATE FUNCTION pg_temp.slow(int) RETURNS bool LANGUAGE sql "
+            "AS 'SELECT pg_sleep(CASE WHEN $1 = 2 THEN 5 ELSE 0 END) IS NOT NULL'"
+        )
+        table = await _table(c, name, "a int CHECK (pg_temp.slow(a))")
+        try:
+            calls = [
+                lambda: c.copy_records_to_table(name, [(1,), (2,), (3,)], timeout=0.3),
+                lambda: c.copy_in(f"COPY {table} FROM STDIN", b"1\n2\n3\n", timeout=0.3),
+                lambda: c.copy_out(
+                    "COPY (SELECT i, pg_sleep(CASE WHEN i = 2 THEN 5 ELSE 0 END) "
+                    "FROM generate_series(1, 3) AS i) TO STDOUT", timeout=0.3
+                ).read_all(),
+            ]
+            for call in calls:
+                started = time.monotonic()
+                with pytest.raises(errors.StatementTimeoutError):
+                    await call()
+                assert time.monotonic() - started < _BOUND
+                assert await c.fetchval("SELECT pg_backend_pid()") == pid
+                assert await c.fetchval(f"SELECT count(*) FROM {table}") == 0
+            # a timeout that does not expire changes nothing
+            assert await c.copy_in(f"COPY {table} FROM STDIN", b"1\n", timeout=30) == 1
+            assert await c.copy_out(f"COPY {table} TO STDOUT", timeout=30).read_all() == b"1\n"
+            assert await c.copy_records_to_table(name, [(3,)], timeout=30) == 1
+        finally:
+            await c.execute(f"DROP TABLE {table}")
+
+
+async def test_timeout_ends_a_stalled_async_source(make_manager: MakeManager) -> None:
+    """An async source that never yields its next chunk: the COPY's timeout still ends the
+    call (StatementTimeoutError), nothing applied, the client usable."""
+    import asyncio
+
+    m = make_manager(max_size=1, min_size=1)
+    if m.mode == "sync":
+        pytest.skip("async sources are for the async manager")
+    await m.connect()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"1\n"
+        await asyncio.Event().wait()
+        yield b"2\n"
+
+    async with m.connection() as c:
+        table = await _table(c, _name("stall"), "a int")
+        try:
+            with pytest.raises(errors.StatementTimeoutError):
+                await asyncio.wait_for(
+                    c.copy_in(f"COPY {table} FROM STDIN", stalled(), timeout=0.3), 30
+                )
+            assert await c.fetchval(f"SELECT count(*) FROM {table}") == 0
+            assert await c.copy_in(f"COPY {table} FROM STDIN", b"5\n") == 1
+        finally:
+            await c.execute(f"DROP TABLE {table}")

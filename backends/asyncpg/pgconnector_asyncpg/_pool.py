@@ -395,6 +395,14 @@ class AsyncpgConnection:
         # asyncpg reads an async iterable (a failure of it makes asyncpg send CopyFail: the
         # COPY is rolled back, the connection stays usable, the error reaches the caller).
         reader = source if source is not None else _async_chunks(iterable)
+        if timeout is not None:
+            # asyncpg's own timeout covers the whole COPY, the source's waits included.
+            con = self._con
+            status = await self.run_within(
+                lambda t: con._copy_in(sql, reader, t),  # type: ignore[attr-defined]
+                timeout,
+            )
+            return rows_copied(status)
         self.running = True
         try:
             status = await self._con._copy_in(sql, reader, timeout)  # type: ignore[attr-defined]
@@ -417,15 +425,22 @@ class AsyncpgConnection:
     ) -> int:
         # asyncpg's binary record COPY, with the connection's codecs (the same values as
         # arguments); asyncpg quotes the identifiers.
-        self.running = True
-        try:
-            status = await self._con.copy_records_to_table(
+        con = self._con
+
+        def load(t: float | None) -> Awaitable[str]:
+            return con.copy_records_to_table(
                 table,
                 records=records,
                 columns=list(columns) if columns else None,
                 schema_name=schema,
-                timeout=timeout,
+                timeout=t,
             )
+
+        if timeout is not None:
+            return rows_copied(await self.run_within(load, timeout))
+        self.running = True
+        try:
+            status = await load(None)
         except Exception as exc:
             error = self._pool._translate(self, exc)
             if error is exc:
@@ -475,6 +490,11 @@ class AsyncpgConnection:
                     yield queue.get_nowait()
                 copy.result()  # raises the COPY's error
                 return
+        except asyncio.TimeoutError as exc:
+            if timeout is None:
+                raise
+            # asyncpg's own timeout (the whole COPY): wait until its cancel is over.
+            raise await self._cancel_over(exc, timeout) from exc
         except Exception as exc:
             error = self._pool._translate(self, exc)
             if error is exc:

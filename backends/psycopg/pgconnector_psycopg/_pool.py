@@ -94,6 +94,8 @@ from ._common import (
 )
 
 # isort: split
+from pgconnector._copy import timed_chunks
+
 if TYPE_CHECKING:
     # Only for annotations (postponed): no runtime dependency on typing_extensions.
     from typing_extensions import Self
@@ -208,6 +210,9 @@ class PsycopgConnection:
     def copy_in(
         self, sql: str, chunks: Chunks, timeout: float | None = None
     ) -> int:
+        if timeout is not None:
+            timed = chunks
+            return self.run_within(lambda: self.copy_in(sql, timed), timeout)
         try:
             cursor = self._raw.cursor()
             with cursor.copy(sql) as copy:
@@ -232,6 +237,10 @@ class PsycopgConnection:
     ) -> int:
         # psycopg's write_row (text format, its C dumpers) with the connection's adapters:
         # every value as it would be sent as an argument, parsed by the server per column.
+        if timeout is not None:
+            return self.run_within(
+                lambda: self.copy_records(table, schema, columns, records), timeout
+            )
         sql = copy_records_sql(table, schema, columns)
         try:
             cursor = self._raw.cursor()
@@ -246,6 +255,11 @@ class PsycopgConnection:
             raise error from exc
 
     def copy_out(self, sql: str, timeout: float | None = None) -> Iterator[bytes]:
+        if timeout is None:
+            return self._copy_out(sql)
+        return timed_chunks(self._copy_out(sql), timeout, self.run_within)
+
+    def _copy_out(self, sql: str) -> Iterator[bytes]:
         # psycopg hands out one row at a time; they are joined into chunks of CHUNK_SIZE.
         # Closed early (GeneratorExit at a yield), psycopg's copy block cancels the COPY on
         # the server and reads what is left: the connection stays usable.

@@ -101,8 +101,9 @@ from ._common import (
 from collections.abc import Awaitable
 
 from pgconnector._acompat import finish_even_if_cancelled
-from pgconnector._copy import split_chunks
+from pgconnector._copy import atimed_chunks, deadline_source, split_chunks
 
+# SYNC: from pgconnector._copy import timed_chunks
 # END
 if TYPE_CHECKING:
     # Only for annotations (postponed): no runtime dependency on typing_extensions.
@@ -218,6 +219,15 @@ class AsyncPsycopgConnection:
     async def copy_in(
         self, sql: str, chunks: AsyncChunks, timeout: float | None = None
     ) -> int:
+        if timeout is not None:
+            # ASYNC
+            source, _ = split_chunks(chunks)
+            if source is not None:
+                # a stalled source must not hold the COPY past its timeout
+                chunks = deadline_source(source, timeout)
+            # END
+            timed = chunks
+            return await self.run_within(lambda: self.copy_in(sql, timed), timeout)
         try:
             cursor = self._raw.cursor()
             async with cursor.copy(sql) as copy:
@@ -248,6 +258,10 @@ class AsyncPsycopgConnection:
     ) -> int:
         # psycopg's write_row (text format, its C dumpers) with the connection's adapters:
         # every value as it would be sent as an argument, parsed by the server per column.
+        if timeout is not None:
+            return await self.run_within(
+                lambda: self.copy_records(table, schema, columns, records), timeout
+            )
         sql = copy_records_sql(table, schema, columns)
         try:
             cursor = self._raw.cursor()
@@ -261,7 +275,15 @@ class AsyncPsycopgConnection:
                 raise
             raise error from exc
 
-    async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+    def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+        if timeout is None:
+            return self._copy_out(sql)
+        # ASYNC
+        return atimed_chunks(self._copy_out(sql), timeout, self.run_within)
+        # SYNC: return timed_chunks(self._copy_out(sql), timeout, self.run_within)
+        # END
+
+    async def _copy_out(self, sql: str) -> AsyncIterator[bytes]:
         # psycopg hands out one row at a time; they are joined into chunks of CHUNK_SIZE.
         # Closed early (GeneratorExit at a yield), psycopg's copy block cancels the COPY on
         # the server and reads what is left: the connection stays usable.
