@@ -347,9 +347,10 @@ class CopyOut:
         return self
 
     def __next__(self) -> bytes:
-        if self._done:
-            raise StopIteration
         client = self._client
+        if self._done:
+            client._live()  # released meanwhile (which ended the COPY): say so
+            raise StopIteration
         chunks = self._chunks
         if chunks is None:
             conn = client._live()

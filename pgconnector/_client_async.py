@@ -349,9 +349,10 @@ class AsyncCopyOut:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._done:
-            raise StopAsyncIteration
         client = self._client
+        if self._done:
+            client._live()  # released meanwhile (which ended the COPY): say so
+            raise StopAsyncIteration
         chunks = self._chunks
         if chunks is None:
             conn = client._live()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import pgconnector
 from pgconnector import ConfigError, errors
 from tests.conftest import MakeManager
 from tests.facade import ClientFacade
@@ -357,10 +358,13 @@ async def test_copy_out_abandoned_early_leaves_the_connection_usable(
     first_copy = c.copy_out(_BIG)
     await first_copy.__anext__()
     assert await c.copy_out("COPY (SELECT 1) TO STDOUT").read_all() == b"1\n"
-    # left behind, then the client released: the release ends it
-    async for _ in c.copy_out(_BIG):
+    # left behind, then the client released: the release ends it, and says so
+    left = c.copy_out(_BIG)
+    async for _ in left:
         break
     await c.release()
+    with pytest.raises(pgconnector.ClientReleasedError):
+        await left.__anext__()
     assert m.get_pool_stats().in_use == 0
     async with m.connection(timeout=5.0) as again:
         assert await again.fetchval("SELECT pg_backend_pid()") == pid
@@ -417,8 +421,6 @@ async def test_a_cancelled_copy_applies_nothing(make_manager: MakeManager) -> No
 async def test_disconnect_while_a_copy_out_is_open(make_manager: MakeManager) -> None:
     """disconnect() takes away a client whose copy_out is half read: the pool closes within
     its timeout, and reading on raises ConnectionError (not a hang, not data from nowhere)."""
-    import pgconnector
-
     m = make_manager(max_size=1, min_size=1)
     await m.connect()
     c = await m.get_client()
