@@ -245,8 +245,9 @@ async def test_release_with_a_cursor_open_returns_the_connection_clean(
         for in_transaction in (False, True):
             c = await m.get_client()
             pid = await c.fetchval("SELECT pg_backend_pid()")
+            block = c.transaction()  # kept referenced: a block left open at release
             if in_transaction:
-                await c.execute("BEGIN")  # raw, as a transaction() block left open would be
+                await block.__aenter__()
             cursor = c.cursor(SERIES, 1000, prefetch=10)
             async for row in cursor:
                 await c.execute(f"INSERT INTO {table} VALUES ($1)", row["n"])
@@ -260,11 +261,15 @@ async def test_release_with_a_cursor_open_returns_the_connection_clean(
                 assert await _open_cursors(after) == 0
                 # Outside a transaction the rows inserted meanwhile were committed (as the
                 # cursor's end would have); inside one, release rolled back as always.
-                assert await after.fetchval(f"SELECT count(*) FROM {table}") == 3
+                expected = 0 if in_transaction else 3
+                assert await after.fetchval(f"SELECT count(*) FROM {table}") == expected
                 await after.execute(f"DELETE FROM {table}")
             with pytest.raises(pgconnector.ClientReleasedError):
                 await cursor.__anext__()
             del cursor
+            if in_transaction:  # the client was released under the open block
+                with pytest.raises(pgconnector.ClientReleasedError):
+                    await block.__aexit__(None, None, None)
     finally:
         async with m.connection() as c:
             await c.execute(f"DROP TABLE {table}")
