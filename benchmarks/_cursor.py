@@ -1,4 +1,4 @@
-"""(h) Streaming cursors: ``client.cursor()`` over N rows against the driver's own server-side
+"""(i) Streaming cursors: ``client.cursor()`` over N rows against the driver's own server-side
 cursor, on every pgconnector backend x manager, and the process's RSS growth while it streams.
 
 Every subject reads the same query (``SELECT g AS n, g::text AS s FROM generate_series(1, N)``)
@@ -285,7 +285,7 @@ def section(results: dict[str, Any]) -> list[str]:
     if not cursor:
         return []
     lines = [
-        "## (h) Streaming cursor: `client.cursor()` vs the driver's own server-side cursor",
+        "## (i) Streaming cursor: `client.cursor()` vs the driver's own server-side cursor",
         "",
         f"{cursor['rows']:,} rows (`int`, `text`), {cursor['prefetch']} per round trip, every "
         "row checked; rows/s, median of "

@@ -17,6 +17,7 @@ from ._cursor import Cursor
 from ._listen_base import check_channel, quote_ident
 from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
+from ._timeout import check_timeout
 from .errors import ActiveSqlTransaction, ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
@@ -82,18 +83,30 @@ class Client:
             )
         return self._conn
 
-    def execute(self, sql: str, *args: Any) -> str:
-        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
+    def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:
+        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``.
+
+        ``timeout``: seconds; when they run out the statement is cancelled on the server and
+        :class:`~pgconnector.errors.StatementTimeoutError` is raised (the client stays usable;
+        inside :meth:`transaction` the transaction is aborted, as by any error)."""
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._guard is not None:
             with self._guard:
                 self._settle()
-                return self._execute(self._live(), sql, args)
-        return self._execute(conn, sql, args)
+                return self._execute(self._live(), sql, args, timeout)
+        return self._execute(conn, sql, args, timeout)
 
-    def _execute(self, conn: DriverConnection, sql: str, args: Sequence[Any]) -> str:
+    def _execute(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        args: Sequence[Any],
+        timeout: float | None = None,
+    ) -> str:
         try:
-            return conn.execute(sql, args)
+            return conn.execute(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -102,19 +115,21 @@ class Client:
                 raise
             raise self._lost(exc) from exc
 
-    def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    def _fetch(self, sql: str, args: Sequence[Any], timeout: float | None) -> QueryResult:
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._guard is not None:
             with self._guard:
                 self._settle()
-                return self._fetch_on(self._live(), sql, args)
-        return self._fetch_on(conn, sql, args)
+                return self._fetch_on(self._live(), sql, args, timeout)
+        return self._fetch_on(conn, sql, args, timeout)
 
     def _fetch_on(
-        self, conn: DriverConnection, sql: str, args: Sequence[Any]
+        self, conn: DriverConnection, sql: str, args: Sequence[Any], timeout: float | None
     ) -> QueryResult:
         try:
-            return conn.fetch(sql, args)
+            return conn.fetch(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -130,18 +145,24 @@ class Client:
         self._broken = True
         return ConnectionError(REVOKED, exc)
 
-    def fetch(self, sql: str, *args: Any) -> list[Row]:
-        """Run a query; return every row."""
-        return make_rows(*self._fetch(sql, args))
+    def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Row]:
+        """Run a query; return every row. ``timeout`` as for :meth:`execute`."""
+        return make_rows(*self._fetch(sql, args, timeout))
 
-    def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        """Run a query; return its first row, or None when there is none."""
-        columns, rows = self._fetch(sql, args)
+    def fetchrow(
+        self, sql: str, *args: Any, timeout: float | None = None
+    ) -> Row | None:
+        """Run a query; return its first row, or None when there is none. ``timeout`` as for
+        :meth:`execute`."""
+        columns, rows = self._fetch(sql, args, timeout)
         return make_rows(columns, rows[:1])[0] if rows else None
 
-    def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """Run a query; return one value of its first row (None when there is no row)."""
-        columns, rows = self._fetch(sql, args)
+    def fetchval(
+        self, sql: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        """Run a query; return one value of its first row (None when there is no row).
+        ``timeout`` as for :meth:`execute`."""
+        columns, rows = self._fetch(sql, args, timeout)
         if not rows:
             return None
         if type(column) is not int:  # a name, as a Row would take it
@@ -227,13 +248,7 @@ class Client:
             raise ConfigError(
                 f"prefetch: must be an int of 1 or more, not {prefetch!r}", field="prefetch"
             )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise ConfigError(
-                f"timeout: must be a number of seconds above 0 or None, not {timeout!r}",
-                field="timeout",
-            )
+        timeout = check_timeout(timeout)
         self._live()
         return Cursor(self, sql, args, prefetch, timeout)
 

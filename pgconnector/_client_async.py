@@ -20,6 +20,7 @@ from ._cursor_async import AsyncCursor
 from ._listen_base import check_channel, quote_ident
 from ._protocols import AsyncDriverConnection, QueryResult
 from ._row import Row, make_rows
+from ._timeout import check_timeout
 from .errors import ActiveSqlTransaction, ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
@@ -85,18 +86,30 @@ class AsyncClient:
             )
         return self._conn
 
-    async def execute(self, sql: str, *args: Any) -> str:
-        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
+    async def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:
+        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``.
+
+        ``timeout``: seconds; when they run out the statement is cancelled on the server and
+        :class:`~pgconnector.errors.StatementTimeoutError` is raised (the client stays usable;
+        inside :meth:`transaction` the transaction is aborted, as by any error)."""
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._guard is not None:
             async with self._guard:
                 await self._settle()
-                return await self._execute(self._live(), sql, args)
-        return await self._execute(conn, sql, args)
+                return await self._execute(self._live(), sql, args, timeout)
+        return await self._execute(conn, sql, args, timeout)
 
-    async def _execute(self, conn: AsyncDriverConnection, sql: str, args: Sequence[Any]) -> str:
+    async def _execute(
+        self,
+        conn: AsyncDriverConnection,
+        sql: str,
+        args: Sequence[Any],
+        timeout: float | None = None,
+    ) -> str:
         try:
-            return await conn.execute(sql, args)
+            return await conn.execute(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -105,19 +118,21 @@ class AsyncClient:
                 raise
             raise self._lost(exc) from exc
 
-    async def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    async def _fetch(self, sql: str, args: Sequence[Any], timeout: float | None) -> QueryResult:
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._guard is not None:
             async with self._guard:
                 await self._settle()
-                return await self._fetch_on(self._live(), sql, args)
-        return await self._fetch_on(conn, sql, args)
+                return await self._fetch_on(self._live(), sql, args, timeout)
+        return await self._fetch_on(conn, sql, args, timeout)
 
     async def _fetch_on(
-        self, conn: AsyncDriverConnection, sql: str, args: Sequence[Any]
+        self, conn: AsyncDriverConnection, sql: str, args: Sequence[Any], timeout: float | None
     ) -> QueryResult:
         try:
-            return await conn.fetch(sql, args)
+            return await conn.fetch(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -133,18 +148,24 @@ class AsyncClient:
         self._broken = True
         return ConnectionError(REVOKED, exc)
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        """Run a query; return every row."""
-        return make_rows(*await self._fetch(sql, args))
+    async def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Row]:
+        """Run a query; return every row. ``timeout`` as for :meth:`execute`."""
+        return make_rows(*await self._fetch(sql, args, timeout))
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        """Run a query; return its first row, or None when there is none."""
-        columns, rows = await self._fetch(sql, args)
+    async def fetchrow(
+        self, sql: str, *args: Any, timeout: float | None = None
+    ) -> Row | None:
+        """Run a query; return its first row, or None when there is none. ``timeout`` as for
+        :meth:`execute`."""
+        columns, rows = await self._fetch(sql, args, timeout)
         return make_rows(columns, rows[:1])[0] if rows else None
 
-    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """Run a query; return one value of its first row (None when there is no row)."""
-        columns, rows = await self._fetch(sql, args)
+    async def fetchval(
+        self, sql: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        """Run a query; return one value of its first row (None when there is no row).
+        ``timeout`` as for :meth:`execute`."""
+        columns, rows = await self._fetch(sql, args, timeout)
         if not rows:
             return None
         if type(column) is not int:  # a name, as a Row would take it
@@ -230,13 +251,7 @@ class AsyncClient:
             raise ConfigError(
                 f"prefetch: must be an int of 1 or more, not {prefetch!r}", field="prefetch"
             )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise ConfigError(
-                f"timeout: must be a number of seconds above 0 or None, not {timeout!r}",
-                field="timeout",
-            )
+        timeout = check_timeout(timeout)
         self._live()
         return AsyncCursor(self, sql, args, prefetch, timeout)
 

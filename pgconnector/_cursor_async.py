@@ -101,6 +101,7 @@ class AsyncCursor:
                     conn,
                     f"DECLARE {quote_ident(name)} NO SCROLL CURSOR FOR {self._sql}",
                     self._args,
+                    self._timeout,
                 )
             except Exception:
                 self._state = _DONE
@@ -177,7 +178,7 @@ class AsyncCursor:
             self._state = _DONE
             raise self._gone(None)
         try:
-            columns, rows = await client._fetch(self._fetch_sql, ())
+            columns, rows = await client._fetch(self._fetch_sql, (), self._timeout)
         except InvalidCursorName as exc:
             # The transaction (or savepoint) that held it ended behind pgconnector's back,
             # e.g. execute("COMMIT"): say so, rather than "cursor does not exist".

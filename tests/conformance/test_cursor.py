@@ -387,3 +387,43 @@ async def test_cursor_on_a_released_client_raises(m: ManagerFacade) -> None:
     await c.release()
     with pytest.raises(pgconnector.ClientReleasedError):
         c.cursor("SELECT 1")
+
+
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["autocommit", "transaction"])
+async def test_timeout_cancels_a_fetch_on_the_server(
+    m: ManagerFacade, in_transaction: bool
+) -> None:
+    """The fetch that stalls (on row 150, in the second chunk) is cancelled on the server and
+    raises StatementTimeoutError after the first chunk's rows; the client goes on."""
+    sql = ("SELECT g AS n, CASE WHEN g = 150 THEN pg_sleep(30) END AS pause "
+           "FROM generate_series(1, 300) AS g")
+    async with m.connection() as c, m.connection() as other:
+        pid = await c.fetchval("SELECT pg_backend_pid()")
+        seen: list[int] = []
+
+        async def stream() -> None:
+            with pytest.raises(errors.StatementTimeoutError):
+                async for row in c.cursor(sql, prefetch=100, timeout=0.5):
+                    seen.append(row["n"])
+
+        if in_transaction:
+            async with c.transaction():
+                await stream()
+                with pytest.raises(errors.InFailedSqlTransaction):
+                    await c.execute("SELECT 1")
+        else:
+            await stream()
+        assert seen == list(range(1, 101))
+        assert await _state(other, pid) == "idle"
+        assert await _open_cursors(c) == 0
+        assert await c.fetchval("SELECT 7") == 7
+
+
+async def test_timeout_covers_each_fetch_not_the_whole_stream(m: ManagerFacade) -> None:
+    """Five fetches of 0.3 s each, under a timeout of 1 s: each fits, the 1.5 s sum would
+    not."""
+    sql = ("SELECT g AS n, CASE WHEN g % 100 = 50 THEN pg_sleep(0.3) END AS pause "
+           "FROM generate_series(1, 500) AS g")
+    async with m.connection() as c:
+        got = [row["n"] async for row in c.cursor(sql, prefetch=100, timeout=1.0)]
+        assert got == list(range(1, 501))

@@ -51,10 +51,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg import Connection, RawCursor
@@ -67,6 +67,7 @@ from pgconnector._acompat import Event, Lock, wait_event
 from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import DriverConnection, QueryResult
+from pgconnector._timeout import call_with_timeout
 from pgconnector._translate import server_error
 
 from ._common import (
@@ -78,11 +79,13 @@ from ._common import (
     SESSION_RESET_IN_TRANSACTION,
     abandon_workers,
     adapters,
+    connect_failure,
     connect_kwargs,
     driver_message,
     is_connection_broken,
     libpq_connect_timeout,
     next_pool_name,
+    opening,
     ping_within,
     quiet_discard_warnings,
     seconds_or_never,
@@ -95,6 +98,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["PsycopgPool", "PsycopgConnection", "TrackedConnection"]
+
+T = TypeVar("T")
 
 _IDLE = TransactionStatus.IDLE
 _TUPLES_OK = ExecStatus.TUPLES_OK
@@ -151,7 +156,11 @@ class PsycopgConnection:
     # OperationalError("the connection is closed"), which must reach the caller as a
     # pgconnector.ConnectionError like every other connection failure.
 
-    def execute(self, sql: str, args: Sequence[Any]) -> str:
+    def execute(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> str:
+        if timeout is not None:
+            return self.run_within(lambda: self.execute(sql, args), timeout)
         try:
             cursor = self._raw.cursor()
             # Without arguments psycopg uses the simple query protocol, so a script of several
@@ -166,7 +175,11 @@ class PsycopgConnection:
                 raise
             raise error from exc
 
-    def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    def fetch(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> QueryResult:
+        if timeout is not None:
+            return self.run_within(lambda: self.fetch(sql, args), timeout)
         try:
             cursor = self._raw.cursor()
             cursor.execute(sql, args or None)
@@ -184,6 +197,24 @@ class PsycopgConnection:
                 raise
             raise error from exc
         return names, rows
+
+    def run_within(self, call: Callable[[], T], timeout: float) -> T:
+        """The backend's statement-timeout primitive: run ``call`` (one or more psycopg calls
+        on this connection, errors translated) under ``timeout`` seconds. When they run out,
+        psycopg's ``cancel_safe`` sends the server a cancel request (again while the statement
+        still runs) and the call raises ``StatementTimeoutError`` once the cancel is over; if
+        the server ends the statement neither so nor within ``connect_timeout``, the socket is
+        shut down and the call raises ``ConnectionError`` (see ``pgconnector._timeout``).
+        (Not psycopg's own reaction to a cancelled task: its waits are fixed at 5 s each.)"""
+        raw = self._raw
+        grace = self._pool._connect_budget
+        return call_with_timeout(
+            call,
+            timeout,
+            cancel=lambda: raw.cancel_safe(timeout=grace),
+            hang_up=lambda: _shut_down(raw),
+            grace=grace,
+        )
 
     def server_parameter(self, name: str) -> str | None:
         try:
@@ -357,6 +388,7 @@ class PsycopgPool:
         # libpq may take longer than the core's estimate: whole seconds, at least 2, per server.
         timeout = max(timeout, self._open_budget)
         pool = self._pool
+        opening(pool.name, quiet=True)
         try:
             pool.open(wait=False)
             if self._config.min_size > 0:
@@ -375,10 +407,11 @@ class PsycopgPool:
                 raise ConnectionError(
                     f"could not connect to PostgreSQL at {self._target}: no connection could "
                     f"be opened within {timeout:g} s"
-                    + (f" ({driver_message(cause, self._secrets)})" if cause else ""),
+                    + (f" ({connect_failure(cause, self._secrets)})" if cause else ""),
                     cause,
                 ) from cause
             raise
+        opening(pool.name, quiet=False)
         pool.putconn(conn)
         if self._config.min_size > pool.min_size:
             pool.resize(self._config.min_size, self._config.max_size)
@@ -478,7 +511,7 @@ class PsycopgPool:
 
     def _unreachable_error(self) -> ConnectionError:
         error = self._last_error
-        detail = driver_message(error, self._secrets) if error is not None else "unknown error"
+        detail = connect_failure(error, self._secrets) if error is not None else "unknown error"
         return ConnectionError(
             f"could not connect to PostgreSQL at {self._target}: {detail}", error
         )
