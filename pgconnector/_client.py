@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._acompat import Lock
 from ._copy import (
     check_columns,
     check_copy,
@@ -19,11 +22,12 @@ from ._copy import (
     encode_records,
     source_chunks,
 )
-from ._listen_base import check_channel
+from ._cursor import Cursor
+from ._listen_base import check_channel, quote_ident
 from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
 from ._timeout import check_timeout
-from .errors import ClientReleasedError, ConfigError, ConnectionError
+from .errors import ActiveSqlTransaction, ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
     from ._pool import ManagedPool
@@ -33,6 +37,13 @@ __all__ = ["Client", "Transaction", "CopyOut"]
 REVOKED = (
     "disconnect() closed the pool while this client was borrowed, and closed its connection"
 )
+
+#: How a cursor ends: (name, the transaction levels it was declared in, whether it opened its
+#: own transaction, whether to send CLOSE).
+CursorEnd = tuple[str, tuple[int, ...], bool, bool]
+
+#: Ids of transaction levels (a transaction, a savepoint), unique in the process.
+_level_ids = itertools.count(1)
 
 
 class Client:
@@ -44,8 +55,9 @@ class Client:
     """
 
     __slots__ = (
-        "__weakref__", "_broken", "_conn", "_copy_out", "_granted", "_pool", "_released",
-        "_revoked", "_tx_depth",
+        "__weakref__", "_broken", "_conn", "_copy_out", "_cursor_seq", "_cursor_tx",
+        "_dead_levels", "_granted", "_guard", "_levels", "_orphans", "_pool", "_released",
+        "_revoked", "_settler", "_tx_depth",
     )
 
     def __init__(self, conn: DriverConnection, pool: ManagedPool) -> None:
@@ -59,6 +71,16 @@ class Client:
         # perf_counter() when the borrow was granted, only while metrics listen (else 0.0):
         # the release then reports how long the connection was used.
         self._granted = 0.0
+        # Cursors. The guard serializes every use of the connection once a cursor exists (a
+        # cursor dropped unfinished is closed by whoever holds it next, never concurrently
+        # with a statement); None until then, so that plain statements pay nothing.
+        self._guard: Lock | None = None
+        self._orphans: list[CursorEnd] = []  # cursors dropped unfinished, to end
+        self._settler: Any = None  # async: the task ending them
+        self._cursor_seq = 0
+        self._cursor_tx = 0  # open cursors in the transaction that cursors opened themselves
+        self._levels: list[int] = []  # ids of the open transaction levels, outermost first
+        self._dead_levels: set[int] = set()  # savepoints rolled back in the open transaction
         #: The copy_out() being read, if any: the connection is inside its COPY until it ends.
         self._copy_out: CopyOut | None = None
 
@@ -81,8 +103,21 @@ class Client:
         conn = self._live()
         if timeout is not None:
             timeout = check_timeout(timeout)
+        if self._guard is not None:
+            with self._guard:
+                self._settle()
+                return self._execute(self._live(), sql, args, timeout)
+        return self._execute(conn, sql, args, timeout)
+
+    def _execute(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        args: Sequence[Any],
+        timeout: float | None = None,
+    ) -> str:
         if self._copy_out is not None:
-            self._copy_out.close()
+            self._copy_out.close()  # a copy_out left unfinished: end it first
         try:
             return conn.execute(sql, args, timeout)
         except ConnectionError:
@@ -97,8 +132,17 @@ class Client:
         conn = self._live()
         if timeout is not None:
             timeout = check_timeout(timeout)
+        if self._guard is not None:
+            with self._guard:
+                self._settle()
+                return self._fetch_on(self._live(), sql, args, timeout)
+        return self._fetch_on(conn, sql, args, timeout)
+
+    def _fetch_on(
+        self, conn: DriverConnection, sql: str, args: Sequence[Any], timeout: float | None
+    ) -> QueryResult:
         if self._copy_out is not None:
-            self._copy_out.close()
+            self._copy_out.close()  # a copy_out left unfinished: end it first
         try:
             return conn.fetch(sql, args, timeout)
         except ConnectionError:
@@ -153,84 +197,6 @@ class Client:
             )
         self.execute("SELECT pg_notify($1, $2)", channel, payload)
 
-    # -- COPY ------------------------------------------------------------------------------
-
-    def copy_records_to_table(
-        self,
-        table: str,
-        records: Iterable[Sequence[Any]],
-        *,
-        columns: Sequence[str] | None = None,
-        schema: str | None = None,
-        timeout: float | None = None,
-    ) -> int:
-        """Bulk-load ``records`` (rows of values, None for NULL) into ``table`` with COPY;
-        return the number of rows copied. ``table``, ``schema`` and ``columns`` are
-        identifiers, quoted as such (case and spaces kept). All or nothing: a failing row, or
-        one whose length differs from the first (``ConfigError`` naming it), leaves nothing
-        of the call applied."""
-        check_identifier(table, "table")
-        if schema is not None:
-            check_identifier(schema, "schema")
-        names = check_columns(columns)
-        timeout = check_timeout(timeout)
-        rows = checked_records(records, len(names) if names else None)
-        conn = self._live()
-        if self._copy_out is not None:
-            self._copy_out.close()
-        own = getattr(conn, "copy_records", None)
-        if own is not None:
-            # The driver's own record COPY (it encodes the values as every backend does).
-            count: int = self._guarded(own, table, schema, names, rows, timeout)
-            return count
-        sql = copy_records_sql(table, schema, names)
-        count = self._guarded(conn.copy_in, sql, encode_records(rows), timeout)
-        return count
-
-    def copy_in(
-        self,
-        sql: str,
-        source: Any,
-        *,
-        timeout: float | None = None,
-    ) -> int:
-        """Run ``COPY … FROM STDIN`` with the data of ``source``: ``bytes``, ``str``, a binary
-        file object, or an iterable (on the async client, also an async iterable) of
-        ``bytes`` chunks. Return the number of rows copied. Any other statement raises
-        ``ConfigError`` and runs nothing."""
-        check_copy(sql, "in")
-        timeout = check_timeout(timeout)
-        chunks = source_chunks(source, allow_async=False)
-        conn = self._live()
-        if self._copy_out is not None:
-            self._copy_out.close()
-        count: int = self._guarded(conn.copy_in, sql, chunks, timeout)
-        return count
-
-    def copy_out(self, sql: str, *, timeout: float | None = None) -> CopyOut:
-        """Run ``COPY … TO STDOUT`` and iterate over its data as ``bytes`` chunks (one or more
-        rows each, never a row split). Any other statement raises ``ConfigError`` and runs
-        nothing. The COPY starts with the first chunk asked for; leaving the iteration early
-        (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
-        the connection usable, and so does the client's next statement or its release."""
-        check_copy(sql, "out")
-        timeout = check_timeout(timeout)
-        self._live()
-        return CopyOut(self, sql, timeout)
-
-    def _guarded(self, fn: Any, *args: Any) -> Any:
-        """``fn(*args)``, a driver call, with the client's failure bookkeeping (as in
-        :meth:`execute`)."""
-        try:
-            return fn(*args)
-        except ConnectionError:
-            self._broken = True
-            raise
-        except Exception as exc:
-            if not self._revoked:
-                raise
-            raise self._lost(exc) from exc
-
     def transaction(self) -> Transaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the
         block raises. Nested blocks become savepoints."""
@@ -257,12 +223,19 @@ class Client:
 
     def release(self) -> None:
         """Give the connection back to the pool. Calling it again does nothing."""
-        if not self._released:
-            if self._copy_out is not None:
-                try:
-                    self._copy_out.close()
-                except Exception:
-                    self._broken = True  # the pool discards the connection
+        if self._released:
+            return
+        if self._copy_out is not None:
+            try:
+                self._copy_out.close()
+            except Exception:
+                self._broken = True  # the pool discards the connection
+        if self._guard is None:
+            self._pool.release(self)
+            return
+        try:
+            self._end_cursors()
+        finally:
             self._pool.release(self)
 
     def __enter__(self) -> Client:
@@ -275,6 +248,204 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+    # -- COPY ------------------------------------------------------------------------------
+
+    def copy_records_to_table(
+        self,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        schema: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Bulk-load ``records`` (rows of values, None for NULL) into ``table`` with COPY;
+        return the number of rows copied. ``table``, ``schema`` and ``columns`` are
+        identifiers, quoted as such (case and spaces kept). All or nothing: a failing row, or
+        one whose length differs from the first (``ConfigError`` naming it), leaves nothing
+        of the call applied."""
+        check_identifier(table, "table")
+        if schema is not None:
+            check_identifier(schema, "schema")
+        names = check_columns(columns)
+        timeout = check_timeout(timeout)
+        rows = checked_records(records, len(names) if names else None)
+        count: int = self._guarded(_copy_records, table, schema, names, rows, timeout)
+        return count
+
+    def copy_in(
+        self,
+        sql: str,
+        source: Any,
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Run ``COPY … FROM STDIN`` with the data of ``source``: ``bytes``, ``str``, a binary
+        file object, or an iterable (on the async client, also an async iterable) of
+        ``bytes`` chunks. Return the number of rows copied. Any other statement raises
+        ``ConfigError`` and runs nothing."""
+        check_copy(sql, "in")
+        timeout = check_timeout(timeout)
+        chunks = source_chunks(source, allow_async=False)
+        count: int = self._guarded(_copy_in, sql, chunks, timeout)
+        return count
+
+    def copy_out(self, sql: str, *, timeout: float | None = None) -> CopyOut:
+        """Run ``COPY … TO STDOUT`` and iterate over its data as ``bytes`` chunks (one or more
+        rows each, never a row split). Any other statement raises ``ConfigError`` and runs
+        nothing. The COPY starts with the first chunk asked for; leaving the iteration early
+        (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
+        the connection usable, and so does the client's next statement or its release."""
+        check_copy(sql, "out")
+        timeout = check_timeout(timeout)
+        self._live()
+        return CopyOut(self, sql, timeout)
+
+    def _guarded(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, a driver call, under the cursors' guard once one exists (as
+        :meth:`execute`), with the client's failure bookkeeping."""
+        conn = self._live()
+        if self._guard is not None:
+            with self._guard:
+                self._settle()
+                return self._call_on(self._live(), fn, *args)
+        return self._call_on(conn, fn, *args)
+
+    def _call_on(self, conn: DriverConnection, fn: Any, *args: Any) -> Any:
+        if self._copy_out is not None:
+            self._copy_out.close()
+        try:
+            return fn(conn, *args)
+        except ConnectionError:
+            self._broken = True
+            raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
+
+    # -- cursors -------------------------------------------------------------------------
+
+    def cursor(
+        self, sql: str, *args: Any, prefetch: int = 100, timeout: float | None = None
+    ) -> Cursor:
+        """Stream the rows of a query from a server-side cursor, ``prefetch`` rows per round
+        trip: ``for row in client.cursor(sql, *args)``, or
+        ``with client.cursor(...) as rows: for row in rows``.
+
+        Outside :meth:`transaction` the cursor opens a transaction for its duration (statements
+        run meanwhile join it) and commits it when it ends. It ends when the rows run out,
+        when its ``with`` block is left, on :meth:`Cursor.close`, when it is
+        garbage-collected unfinished (on the event loop's next turn), and at :meth:`release`.
+        ``timeout`` bounds each fetch of ``prefetch`` rows.
+        """
+        if type(prefetch) is not int or prefetch < 1:
+            raise ConfigError(
+                f"prefetch: must be an int of 1 or more, not {prefetch!r}", field="prefetch"
+            )
+        timeout = check_timeout(timeout)
+        self._live()
+        return Cursor(self, sql, args, prefetch, timeout)
+
+    def _cursor_guard(self) -> Lock:
+        if self._guard is None:
+            self._guard = Lock()
+        return self._guard
+
+    def _next_cursor_name(self) -> str:
+        # Unique on the connection for this borrow; cursors die with their transaction, and
+        # release() ends every transaction, so the next borrower may reuse the names (which
+        # keeps drivers' statement caches small).
+        self._cursor_seq += 1
+        return f"pgc_cursor_{self._cursor_seq}"
+
+    def _begin_implicit(self, conn: DriverConnection) -> None:
+        """Join, or open, the transaction that cursors opened outside transaction()."""
+        if self._cursor_tx == 0:
+            self._execute(conn, "BEGIN", ())
+            self._levels.append(next(_level_ids))
+        self._cursor_tx += 1
+
+    def _alive(self, levels: tuple[int, ...]) -> bool:
+        """Whether a cursor declared inside ``levels`` can still exist on the server: its
+        transaction is still the open one and none of its savepoints was rolled back."""
+        current = self._levels
+        return (
+            bool(levels) and bool(current) and current[0] == levels[0]
+            and self._dead_levels.isdisjoint(levels)
+        )
+
+    def _end_cursor(self, end: CursorEnd) -> None:
+        """End one cursor (the guard held): CLOSE it, or COMMIT the transaction it opened when
+        it is the last cursor in it."""
+        name, levels, owned, close = end
+        if self._released or self._broken:
+            return
+        conn = self._conn
+        if owned and self._cursor_tx > 0 and self._alive(levels):
+            self._cursor_tx -= 1
+            if self._cursor_tx == 0:
+                self._levels.clear()
+                self._dead_levels.clear()
+                # COMMIT ends an aborted transaction too (as a rollback) and closes the cursor.
+                self._execute(conn, "COMMIT", ())
+                return
+        if close and self._alive(levels):
+            self._execute(conn, f"CLOSE {quote_ident(name)}", ())
+
+    def _end_cursor_quietly(self, end: CursorEnd, *, take_guard: bool = False) -> None:
+        """End a cursor after an error, which is the one to raise."""
+        try:
+            if take_guard:
+                with self._cursor_guard():
+                    self._end_cursor(end)
+            else:
+                self._end_cursor(end)
+        except Exception:  # the first error wins; a dead connection is marked broken
+            pass
+
+    def _orphan(self, end: CursorEnd) -> None:
+        """A cursor was dropped unfinished: end it as soon as nothing else uses the
+        connection (the next statement or release() ends it first otherwise)."""
+        if self._released:
+            return
+        self._orphans.append(end)
+        guard = self._cursor_guard()
+        if guard.acquire(blocking=False):  # else a statement runs: it settles next
+            try:
+                self._settle()
+            except Exception:  # the next statement reports the connection
+                pass
+            finally:
+                guard.release()
+
+
+    def _settle(self) -> None:
+        """End the cursors dropped unfinished (the guard held)."""
+        orphans = self._orphans
+        while orphans:
+            end = orphans.pop(0)
+            try:
+                self._end_cursor(end)
+            except ConnectionError:
+                orphans.clear()
+                raise
+            except Exception:  # e.g. an aborted transaction: the caller's
+                pass  # next statement reports it
+
+    def _end_cursors(self) -> None:
+        """At release: a transaction opened by cursors is committed (as their ends would
+        have); every other cursor dies with the rollback that release does."""
+        guard = self._cursor_guard()
+        with guard:
+            self._orphans.clear()
+            if self._cursor_tx and not self._broken:
+                self._cursor_tx = 0
+                self._levels.clear()
+                # A ConnectionError marks the client broken: the pool discards the connection.
+                with contextlib.suppress(ConnectionError):
+                    self._execute(self._conn, "COMMIT", ())
 
     def __repr__(self) -> str:
         state = "released" if self._released else f"connection {self._conn.connection_id}"
@@ -294,11 +465,22 @@ class Transaction:
         client = self._client
         depth = client._tx_depth
         if depth == 0:
+            if client._guard is not None:
+                with client._guard:
+                    client._settle()
+                if client._cursor_tx:
+                    raise ActiveSqlTransaction(
+                        "a cursor opened outside transaction() holds this client's "
+                        "transaction until it ends; open the transaction first and the "
+                        "cursor inside it",
+                        sqlstate="25001",
+                    )
             client.execute("BEGIN")
         else:
             client.execute(f"SAVEPOINT pgconnector_{depth}")
         self._depth = depth
         client._tx_depth = depth + 1
+        client._levels.append(next(_level_ids))
         return client
 
     def __exit__(
@@ -310,6 +492,12 @@ class Transaction:
         client = self._client
         depth = self._depth
         client._tx_depth = depth
+        level = client._levels.pop() if client._levels else 0
+        if depth == 0:
+            client._levels.clear()  # the transaction ends, with every cursor in it
+            client._dead_levels.clear()
+        elif exc_type is not None:
+            client._dead_levels.add(level)  # rolled back: the cursors declared inside die
         if exc_type is None:
             if depth == 0:
                 client.execute("COMMIT")
@@ -326,6 +514,29 @@ class Transaction:
                 client.execute(f"RELEASE SAVEPOINT pgconnector_{depth}")
         except ConnectionError:
             pass  # the connection died too; release() will discard it, the original error wins
+
+
+def _copy_records(
+    conn: DriverConnection,
+    table: str,
+    schema: str | None,
+    columns: Sequence[str] | None,
+    rows: Iterable[Sequence[Any]],
+    timeout: float | None,
+) -> int:
+    own = getattr(conn, "copy_records", None)
+    if own is not None:
+        # The driver's own record COPY (it sends the values as arguments would be sent).
+        count: int = own(table, schema, columns, rows, timeout)
+        return count
+    sql = copy_records_sql(table, schema, columns)
+    return conn.copy_in(sql, encode_records(rows), timeout)
+
+
+def _copy_in(
+    conn: DriverConnection, sql: str, chunks: Any, timeout: float | None
+) -> int:
+    return conn.copy_in(sql, chunks, timeout)
 
 
 class CopyOut:
@@ -351,6 +562,16 @@ class CopyOut:
         if self._done:
             client._live()  # released meanwhile (which ended the COPY): say so
             raise StopIteration
+        if client._guard is not None:
+            # One step at a time under the cursors' guard, never held between chunks: the
+            # client's next statement (which ends this COPY) must not wait for the reader.
+            with client._guard:
+                client._settle()
+                return self._step()
+        return self._step()
+
+    def _step(self) -> bytes:
+        client = self._client
         chunks = self._chunks
         if chunks is None:
             conn = client._live()

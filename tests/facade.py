@@ -16,11 +16,13 @@ from pgconnector import (
     AsyncClient,
     AsyncConnectionManager,
     AsyncCopyOut,
+    AsyncCursor,
     AsyncNotificationStream,
     Client,
     ConnectionManager,
     ConnectionStatus,
     CopyOut,
+    Cursor,
     Notification,
     NotificationStream,
     PoolConfig,
@@ -58,6 +60,10 @@ class ClientFacade:
     async def notify(self, channel: str, payload: str = "") -> None:
         await self._call("notify", channel, payload)
 
+    def cursor(
+        self, sql: str, *args: Any, prefetch: int = 100, timeout: float | None = None
+    ) -> CursorFacade:
+        return CursorFacade(self.client.cursor(sql, *args, prefetch=prefetch, timeout=timeout))
     async def copy_records_to_table(self, table: str, records: Any, **kwargs: Any) -> int:
         return await self._call("copy_records_to_table", table, records, **kwargs)  # type: ignore[no-any-return]
 
@@ -89,6 +95,55 @@ class ClientFacade:
         return self.client.released
 
 
+class CursorFacade:
+    """A Cursor with the async face: iteration, ``async with`` and ``aclose()``.
+
+    It holds nothing but the cursor, so dropping the facade drops the cursor (the tests of
+    finalization rely on that)."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, cursor: Cursor | AsyncCursor) -> None:
+        self.cursor = cursor
+
+    def __aiter__(self) -> CursorFacade:
+        return self
+
+    async def __anext__(self) -> Row:
+        if isinstance(self.cursor, AsyncCursor):
+            return await self.cursor.__anext__()
+        try:
+            return next(self.cursor)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> CursorFacade:
+        if isinstance(self.cursor, AsyncCursor):
+            await self.cursor.__aenter__()
+        else:
+            self.cursor.__enter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if isinstance(self.cursor, AsyncCursor):
+            await self.cursor.__aexit__(*exc_info)
+        else:
+            self.cursor.__exit__(*exc_info)
+
+    async def aclose(self) -> None:
+        if isinstance(self.cursor, AsyncCursor):
+            await self.cursor.aclose()
+        else:
+            self.cursor.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.cursor.closed
+
+    @property
+    def buffered(self) -> int:
+        """How many rows the cursor object holds right now."""
+        return len(self.cursor._buffer)
 class CopyOutFacade:
     """A copy_out() iterator with the async face (a sync ``next`` blocks the test's loop)."""
 

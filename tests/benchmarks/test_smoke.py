@@ -156,7 +156,7 @@ def test_listen_stream_received_every_notification(
 
 @pytest.mark.timeout(300)
 def test_copy_loaded_every_row(results: dict[str, Any], run_dir: Path) -> None:
-    """(i): copy_records_to_table on every backend x manager loaded every row (the runner
+    """(j): copy_records_to_table on every backend x manager loaded every row (the runner
     counts them), beside the driver's own load; reported with the ratio."""
     copy = results["copy"]
     pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
@@ -167,7 +167,7 @@ def test_copy_loaded_every_row(results: dict[str, Any], run_dir: Path) -> None:
         if row["baseline"] is not None:
             assert row["ratio"] > 0, row
     markdown = (run_dir / "latest.md").read_text()
-    assert "## (i) COPY" in markdown
+    assert "## (j) COPY" in markdown
     for key in pairs:
         assert f"| `{key}` |" in markdown, key
 

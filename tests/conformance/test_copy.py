@@ -505,3 +505,44 @@ async def test_timeout_ends_a_stalled_async_source(make_manager: MakeManager) ->
             assert await c.copy_in(f"COPY {table} FROM STDIN", b"5\n") == 1
         finally:
             await c.execute(f"DROP TABLE {table}")
+
+
+async def test_copy_beside_an_open_cursor(make_manager: MakeManager) -> None:
+    """COPY on a client with a cursor open: the COPY joins the cursor's transaction (applied
+    when the cursor commits it), and the cursor's fetches go on between COPYs."""
+    m = make_manager()
+    await m.connect()
+    async with m.connection() as c:
+        name = _name("beside")
+        table = await _table(c, name, "a int")
+        try:
+            async with c.cursor("SELECT generate_series(1, 5)", prefetch=1) as rows:
+                assert (await rows.__anext__())[0] == 1
+                assert await c.copy_records_to_table(name, [(1,), (2,)]) == 2
+                assert (await rows.__anext__())[0] == 2
+                assert await c.copy_in(f"COPY {table} FROM STDIN", b"3\n") == 1
+                assert await c.copy_out(f"COPY {table} TO STDOUT").read_all() == b"1\n2\n3\n"
+                assert [row[0] async for row in rows] == [3, 4, 5]
+            assert await c.copy_out(f"COPY {table} TO STDOUT").read_all() == b"1\n2\n3\n"
+        finally:
+            await c.execute(f"DROP TABLE {table}")
+
+
+async def test_copy_out_left_early_in_a_transaction_aborts_it(make_manager: MakeManager) -> None:
+    """Leaving a copy_out early cancels the COPY on the server: inside transaction() that is
+    an error like any other, so the transaction is aborted (and rolled back at its end)."""
+    m = make_manager()
+    await m.connect()
+    async with m.connection() as c:
+        table = await _table(c, _name("abort"), "a int")
+        try:
+            with pytest.raises(errors.InFailedSqlTransaction):
+                async with c.transaction():
+                    await c.copy_in(f"COPY {table} FROM STDIN", b"1\n")
+                    chunks = c.copy_out(_BIG)
+                    await chunks.__anext__()
+                    await chunks.aclose()
+                    await c.execute(f"INSERT INTO {table} VALUES (2)")
+            assert await c.fetchval(f"SELECT count(*) FROM {table}") == 0
+        finally:
+            await c.execute(f"DROP TABLE {table}")
