@@ -302,7 +302,9 @@ class AsyncClient:
         rows each, never a row split). Any other statement raises ``ConfigError`` and runs
         nothing. The COPY starts with the first chunk asked for; leaving the iteration early
         (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
-        the connection usable, and so does the client's next statement or its release."""
+        the connection usable, and so does the client's next statement or its release; inside
+        a transaction that cancel aborts the transaction, as any error does. ``timeout``
+        covers the whole COPY, from the first chunk to the last."""
         check_copy(sql, "out")
         timeout = check_timeout(timeout)
         self._live()
