@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._batch import argument_rows, check_timeout
 from ._listen_base import check_channel
 from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
@@ -122,6 +123,48 @@ class Client:
                 f"payload: must be a str, not {type(payload).__name__}", field="payload"
             )
         self.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+    def executemany(
+        self, sql: str, rows: Iterable[Sequence[Any]], *, timeout: float | None = None
+    ) -> None:
+        """Run one statement (``$1, $2, …`` placeholders) once per row of arguments in
+        ``rows``, pipelined: the rows travel in batches, without a round trip each.
+
+        Atomic: outside :meth:`transaction` it runs in a transaction of its own, inside one
+        under a savepoint, so that when a row fails nothing of this call is applied, and that
+        row's :class:`~pgconnector.DatabaseError` (e.g. ``UniqueViolation``) is raised; an
+        enclosing transaction goes on. Arguments are the types :meth:`execute` takes.
+
+        ``rows`` is any iterable (a generator too) of sequences; it is read in full before
+        anything is sent, so that a row whose length differs from the first row's (or that is
+        not a sequence) raises :class:`~pgconnector.ConfigError` naming its index and nothing
+        runs. No rows: nothing is sent. ``timeout`` (seconds) covers the whole call: when it
+        expires the statement is cancelled on the server and ``StatementTimeoutError`` is
+        raised, nothing of the call applied. Returns None; rows a statement returns are
+        discarded.
+        """
+        self._live()
+        check_timeout(timeout)
+        batch = argument_rows(rows)
+        if not batch:
+            return None
+        with self.transaction():
+            self._executemany(sql, batch, timeout)
+        return None
+
+    def _executemany(
+        self, sql: str, rows: list[tuple[Any, ...]], timeout: float | None
+    ) -> None:
+        conn = self._live()
+        try:
+            conn.executemany(sql, rows, timeout)
+        except ConnectionError:
+            self._broken = True
+            raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
 
     def transaction(self) -> Transaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the

@@ -144,6 +144,13 @@ class RawConnection(Protocol):
         """Like :meth:`execute`; return the column names and decoded rows."""
         ...
 
+    def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        """Like :meth:`execute`, once per row, pipelined (see
+        :meth:`pgconnector.DriverConnection.executemany`); the pool handles ``timeout``."""
+        ...
+
     def server_parameter(self, name: str) -> str | None:
         """The value the server last reported for a run-time parameter, or None (no I/O)."""
         ...
@@ -821,6 +828,12 @@ class PooledConnection:
         conn: RawConnection = self._entry.conn
         return self._core.run_op(self._entry, conn.fetch, sql, args)
 
+    def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        conn: RawConnection = self._entry.conn
+        self._core.run_op(self._entry, conn.executemany, sql, rows)
+
     def server_parameter(self, name: str) -> str | None:
         conn: RawConnection = self._entry.conn
         return conn.server_parameter(name)
@@ -967,6 +980,11 @@ class AsyncPooledConnection:
     async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
         result: QueryResult = await self._run(self._entry.conn.fetch, sql, args)
         return result
+
+    async def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        await self._run(self._entry.conn.executemany, sql, rows)
 
     def server_parameter(self, name: str) -> str | None:
         conn: RawConnection = self._entry.conn

@@ -56,6 +56,9 @@ class ClientFacade:
     async def notify(self, channel: str, payload: str = "") -> None:
         await self._call("notify", channel, payload)
 
+    async def executemany(self, sql: str, rows: Any, *, timeout: float | None = None) -> None:
+        await self._call("executemany", sql, rows, timeout=timeout)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[ClientFacade]:
         if isinstance(self.client, AsyncClient):

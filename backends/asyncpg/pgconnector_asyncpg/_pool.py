@@ -352,6 +352,21 @@ class AsyncpgConnection:
         # Row needs, and it builds its tuple from each record once (in C).
         return tuple(records[0].keys()), cast(Sequence[Sequence[Any]], records)
 
+    async def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        self.running = True
+        try:
+            # asyncpg's own executemany: the rows' Bind/Execute messages pipelined, one Sync.
+            await self._con.executemany(sql, rows)
+        except Exception as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._ended()
+
     def _ended(self) -> None:
         self.running = False
         stopped = self.stopped

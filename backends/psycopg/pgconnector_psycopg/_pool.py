@@ -185,6 +185,20 @@ class PsycopgConnection:
             raise error from exc
         return names, rows
 
+    def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        try:
+            cursor = self._raw.cursor()
+            # psycopg's own executemany: in pipeline mode (libpq >= 14), every row's
+            # Bind/Execute sent without waiting for the previous result, one Sync at the end.
+            cursor.executemany(sql, rows)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
     def server_parameter(self, name: str) -> str | None:
         try:
             return self._raw.info.parameter_status(name)
