@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _executemany import section as executemany_section
 from _listen import section as listen_section
 
 X = "\N{MULTIPLICATION SIGN}"
@@ -363,6 +364,7 @@ def markdown(results: dict[str, Any], title: str = "pgconnector benchmarks: late
         "the raw pools show too.",
         "workers")
     lines += listen_section(results)
+    lines += executemany_section(results)
     return "\n".join(lines)
 
 

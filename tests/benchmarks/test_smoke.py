@@ -152,3 +152,22 @@ def test_listen_stream_received_every_notification(
     assert "## (g) LISTEN / NOTIFY" in markdown
     for key in pairs:
         assert f"| `{key}` |" in markdown, key
+
+
+@pytest.mark.timeout(300)
+def test_executemany_every_way_left_every_row(results: dict[str, Any], run_dir: Path) -> None:
+    """(h): every backend x manager inserted the plan's rows each way (the runner counts them
+    and fails otherwise), the driver's own way only where the driver has one; reported."""
+    many = results["executemany"]
+    pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
+    assert set(many["pairs"]) == pairs
+    assert many["rows"] == results["plan"]["executemany_rows"]
+    for key, value in many["pairs"].items():
+        ways = {"pgconnector", "loop"} | ({"driver"} if not key.startswith("pg8000") else set())
+        assert set(value["seconds"]) == ways, key
+        assert all(seconds > 0 for seconds in value["seconds"].values()), key
+        assert value["vs_loop"] > 0, key
+    markdown = (run_dir / "latest.md").read_text()
+    assert "## (h) executemany" in markdown
+    for key in pairs:
+        assert f"| `{key}` |" in markdown, key

@@ -218,7 +218,7 @@ async def test_a_value_the_driver_cannot_send_applies_nothing(m: Any, table: str
         assert await count(c, table) == 10
 
 
-async def test_after_a_failure_in_a_released_client(m: Any, table: str) -> None:
+async def test_a_released_client_refuses(m: Any, table: str) -> None:
     c = await m.get_client()
     await c.release()
     with pytest.raises(pgconnector.ClientReleasedError):
