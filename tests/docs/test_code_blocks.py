@@ -10,6 +10,9 @@ line before a fence (blank lines between are allowed) says how to run it:
 * ``<!-- run: OPTION ... -->`` (shell-quoted words):
 
   - ``replication``: a primary and a synchronous streaming standby instead of one server;
+  - ``pgconnector-server``: a server started as the README says, by ``pgconnector server``
+    (a subprocess; ``DATABASE_URL`` is the one it prints, and nothing else is prepared:
+    no ``events`` table, no host substitution);
   - ``setup=NAME``: run a setup first, in the same process: ``previous`` (the previous
     ``python`` block of the same file) or a name in :data:`SETUPS`;
   - ``expect=TEXT``: stdout must contain TEXT (repeatable). A block that prints (a ``python``
@@ -41,6 +44,7 @@ from pathlib import Path
 import pytest
 
 from pgconnector._embedded import EmbeddedServer, EmbeddedServerError, find_bin_dir
+from tests.cli_server import CliServer
 from tests.topology import Replication
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +92,7 @@ class Block:
     kind: str | None = None  # "run", "not-run" or None (no directive: run)
     reason: str = ""
     replication: bool = False
+    cli_server: bool = False
     setup: str | None = None
     expect: list[str] = field(default_factory=list)
     previous: Block | None = None  # the block setup=previous runs first
@@ -118,6 +123,8 @@ def _apply_directive(block: Block, kind: str, body: str) -> None:
         key, _, value = word.partition("=")
         if word == "replication":
             block.replication = True
+        elif word == "pgconnector-server":
+            block.cli_server = True
         elif key == "setup" and value:
             block.setup = value
         elif key == "expect" and value:
@@ -137,6 +144,8 @@ def _check(block: Block, previous_python: Block | None) -> None:
         block.problems.append(f"a run/not-run comment on a {block.lang or 'plain'} block")
     if block.kind == "not-run":
         return
+    if block.replication and block.cli_server:
+        block.problems.append("replication and pgconnector-server exclude each other")
     if block.setup is not None:
         if block.runner != "python":
             block.problems.append("setup= is for python blocks")
@@ -293,6 +302,18 @@ def single_server() -> Iterator[Environment]:
 
 
 @pytest.fixture(scope="module")
+def pgconnector_server() -> Iterator[Environment]:
+    """``pgconnector server`` as the README's first example has the reader start it."""
+    _require_binaries()
+    server = CliServer()
+    try:
+        yield Environment(server.start(), {})
+    finally:
+        code = server.stop()
+    assert code == 0, "\n".join(server.lines)
+
+
+@pytest.fixture(scope="module")
 def replication_pair() -> Iterator[Environment]:
     _require_binaries()
     primary = _app_server()
@@ -439,9 +460,12 @@ def test_substitution() -> None:
 def test_block_runs(block: Block, request: pytest.FixtureRequest) -> None:
     if block.problems:
         pytest.fail(f"{block.path}:{block.line - 1}: " + "; ".join(block.problems))
-    env: Environment = request.getfixturevalue(
-        "replication_pair" if block.replication else "single_server"
+    fixture = (
+        "replication_pair"
+        if block.replication
+        else "pgconnector_server" if block.cli_server else "single_server"
     )
+    env: Environment = request.getfixturevalue(fixture)
     result = run_block(block, env)
     where = f"{block.path}:{block.line} ({block.lang})"
     assert result.returncode == 0, (

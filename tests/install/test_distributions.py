@@ -2,6 +2,8 @@
 
 * ``pip install --find-links <wheels> "pgconnector[EXTRA]"`` gives a working backend for each
   extra (``psycopg``, ``asyncpg``, ``pg8000``, ``all``);
+* the README's install-from-source lines (``pip install . ./backends/NAME``, run in the
+  clone's root) give a working backend each, in a clean environment;
 * an environment with only the core and ``pgconnector-pg8000`` (no psycopg, no asyncpg) runs
   the conformance suite for pg8000, and imports no compiled extension module from
   site-packages while doing so.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -175,3 +178,48 @@ def _installed(python: Path) -> set[str]:
     result = subprocess.run([str(python), "-m", "pip", "list", "--format=json"],
                             capture_output=True, text=True, env=_clean_env(), check=True)
     return {p["name"].lower().replace("_", "-") for p in json.loads(result.stdout)}
+
+
+def _from_a_clone_lines() -> list[tuple[str, list[str]]]:
+    """The README's "From a clone" lines: (what the comment says, pip's arguments)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### From a clone") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    block = section[start : section.index("```", start)]
+    lines = []
+    for line in block.strip().splitlines():
+        command, _, comment = line.partition("#")
+        words = shlex.split(command)
+        assert words[:2] == ["pip", "install"], line
+        lines.append((comment.strip(), words[2:]))
+    return lines
+
+
+FROM_A_CLONE = _from_a_clone_lines()
+
+
+@pytest.mark.parametrize(
+    ("label", "arguments"), FROM_A_CLONE, ids=[label for label, _ in FROM_A_CLONE]
+)
+def test_install_from_a_clone(
+    label: str, arguments: list[str], tmp_path: Path, pg_server: ServerInfo
+) -> None:
+    """Each README line, run by pip in the clone's root, into a clean environment."""
+    python = make_venv(tmp_path / "venv")
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", *arguments],
+        cwd=ROOT, capture_output=True, text=True, env=_clean_env(), check=False, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = subprocess.run(
+        [str(python.parent / "pgconnector"), "backends", "--json"],
+        capture_output=True, text=True, env=_clean_env(), cwd=tmp_path, check=True, timeout=60,
+    )
+    names = ALL_BACKENDS if label == "all three" else [label]
+    assert sorted(json.loads(listed.stdout)) == sorted(names)
+    probe = subprocess.run([str(python), "-c", PROBE, pg_server.dsn], capture_output=True,
+                           text=True, env=_clean_env(), cwd=tmp_path, check=False, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    found = json.loads(probe.stdout)
+    assert set(found) == set().union(*(EXPECTED[n] for n in names))
+    assert set(found.values()) == {42}

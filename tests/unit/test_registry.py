@@ -74,23 +74,55 @@ def test_unknown_backend_message(fakes: Any) -> None:
     with pytest.raises(BackendNotFoundError) as info:
         ConnectionManager(PoolConfig(host="h"), backend="nosuch")
     message = str(info.value)
-    assert "'nosuch'" in message
-    assert 'pip install "pgconnector[NAME]"' in message
-    for name in pgconnector.available_backends():
-        assert name in message
+    assert message.startswith("unknown backend 'nosuch'. Known: psycopg, asyncpg, pg8000; ")
+    assert "installed: " + ", ".join(pgconnector._registry._installed_names()) in message
+    assert "pip install" not in message  # no extra installs a name nobody ships
     assert isinstance(info.value, pgconnector.ConfigError)
 
 
-def test_known_backend_not_installed_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    # as if pgconnector-pg8000 were not installed
+def test_misspelt_backend_gets_a_suggestion(fakes: Any) -> None:
+    with pytest.raises(BackendNotFoundError) as info:
+        ConnectionManager(PoolConfig(host="h"), backend="psycpg")
+    assert str(info.value).startswith(
+        "unknown backend 'psycpg'; did you mean 'psycopg'? Known: psycopg, asyncpg, pg8000; "
+        "installed: "
+    )
+
+
+def _hide(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """As if pgconnector-NAME were not installed."""
     from pgconnector import _registry
 
-    entry_points = {n: ep for n, ep in _registry._entry_points().items() if n != "pg8000"}
+    entry_points = {n: ep for n, ep in _registry._entry_points().items() if n != name}
     monkeypatch.setattr(_registry, "_entry_points", lambda: entry_points)
     monkeypatch.setattr(_registry, "_loaded", {})
-    assert "pg8000" not in pgconnector.available_backends()
-    with pytest.raises(BackendNotFoundError, match=r'pip install "pgconnector\[pg8000\]"'):
+    assert name not in pgconnector.available_backends()
+
+
+def test_known_backend_not_installed_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide(monkeypatch, "pg8000")
+    with pytest.raises(BackendNotFoundError) as info:
         ConnectionManager(PoolConfig(host="h"), backend="pg8000")
+    message = str(info.value)
+    assert message.startswith("backend 'pg8000' is not installed (installed: ")
+    assert message.endswith('Install it with: pip install "pgconnector[pg8000]"')
+    assert "NAME" not in message
+
+
+def test_uninstalled_async_only_backend_is_refused_by_the_sync_manager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _hide(monkeypatch, "asyncpg")
+    with pytest.raises(UnsupportedBackendError) as info:
+        ConnectionManager(PoolConfig(host="h"), backend="asyncpg")
+    message = str(info.value)
+    assert "'asyncpg' cannot serve the sync manager at all" in message
+    assert "pip install" not in message  # installing it would only lead to the next error
+    sync_ones = [b.name for b in pgconnector.available_backends().values() if b.supports_sync]
+    assert f"(installed: {', '.join(sync_ones) or 'none'})" in message
+    # the async manager still says how to install it
+    with pytest.raises(BackendNotFoundError, match=r'pip install "pgconnector\[asyncpg\]"'):
+        AsyncConnectionManager(PoolConfig(host="h"), backend="asyncpg")
 
 
 def test_missing_driver_names_the_extra(fakes: Any) -> None:

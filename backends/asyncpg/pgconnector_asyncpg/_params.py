@@ -32,6 +32,7 @@ behaviour is dropped silently. See :data:`KEYWORD_HANDLING`.
 from __future__ import annotations
 
 import math
+import os
 import random
 import socket
 from collections.abc import Iterable
@@ -267,8 +268,16 @@ def connect_args(config: PoolConfig, params: ConnectParams) -> ConnectArgs:
 
 
 def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:
-    """The driver error as one redacted line (named by its type when it has no message)."""
+    """The driver error as one redacted line (named by its type when it has no message),
+    with the server's SQLSTATE when it sent one (as the other backends' messages have it)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
+        # asyncpg's "[Errno 111] Connect call failed ('127.0.0.1', 5432)" repeats the address
+        # the message names already: the reason is "Connection refused".
+        text = os.strerror(exc.errno)
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate and sqlstate not in text:
+        text = f"{text} (SQLSTATE {sqlstate})"
     return redact(text, secrets)
 
 

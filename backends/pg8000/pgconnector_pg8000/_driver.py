@@ -440,19 +440,23 @@ def is_fatal(error: BaseException | None) -> bool:
     return severity in ("FATAL", "PANIC") or code.startswith(("57P", "08"))
 
 
-def describe_error(error: BaseException) -> str:
-    """One readable line for a pg8000 error (pg8000's own str() is a dict's repr)."""
+def describe_error(error: BaseException, *, severity: bool = True) -> str:
+    """One readable line for a pg8000 error (pg8000's own str() is a dict's repr).
+    ``severity=False`` leaves out the ``FATAL:`` of a refused connect, as the other backends'
+    messages do."""
     fields = error_fields(error)
     if fields:
-        severity = fields.get("V") or fields.get("S") or "ERROR"
-        text = f"{severity}: {fields.get('M', '')}"
+        level = fields.get("V") or fields.get("S") or "ERROR"
+        text = f"{level}: {fields.get('M', '')}" if severity else fields.get("M", "")
         if fields.get("D"):
             text += f" ({fields['D']})"
         return f"{text} (SQLSTATE {fields.get('C', '?')})"
     text = str(error) or type(error).__name__
     cause = error.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text = f"{text}: {cause}"
+    if cause is not None:
+        said = os_reason(cause) if isinstance(cause, OSError) else str(cause)
+        if said and said not in text:
+            text = f"{text}: {cause}"
     return text
 
 
@@ -701,7 +705,7 @@ class Pg8000Driver:
     # RawDriver -------------------------------------------------------------------------------
 
     def describe(self, error: BaseException) -> str:
-        return describe_error(error)
+        return describe_error(error, severity=False)
 
     def connect(self, timeout: float) -> Pg8000Raw:
         """Open one connection: to the first server of a multi-host DSN that accepts it and
@@ -722,21 +726,25 @@ class Pg8000Driver:
         if endpoint.unix_path is not None or mode == "disable" or self._context is None:
             # libpq never negotiates TLS over a Unix socket either.
             return self._attempt(endpoint, "off", deadline, timeout)
+        # The second attempt is made outside the ``except`` block, so that its error (the one
+        # the user sees) does not carry the first one as its context: a wrong password would
+        # otherwise print the same server error twice, "during handling of" itself.
         if mode == "allow":
             try:
                 return self._attempt(endpoint, "off", deadline, timeout)
             except _Unreachable:
                 raise
             except (DatabaseError, InterfaceError):
-                # The server refused us (or hung up) in plaintext: try with TLS, as libpq does.
-                return self._attempt(endpoint, "required", deadline, timeout)
+                pass  # the server refused us (or hung up) in plaintext: try TLS, as libpq does
+            return self._attempt(endpoint, "required", deadline, timeout)
         if mode == "prefer":
             try:
                 return self._attempt(endpoint, "optional", deadline, timeout)
             except (ssl.SSLError, DatabaseError):
                 # The TLS handshake failed, or the server refused us over TLS: try plaintext,
                 # as libpq does for sslmode=prefer.
-                return self._attempt(endpoint, "off", deadline, timeout)
+                pass
+            return self._attempt(endpoint, "off", deadline, timeout)
         return self._attempt(endpoint, "required", deadline, timeout)
 
     # internals --------------------------------------------------------------------------------
@@ -798,14 +806,15 @@ class Pg8000Driver:
                 ) from exc
             return sock
         address = endpoint.address
+        # The message that carries this names the server already (or, for a multi-host DSN,
+        # the attempt): only a hostaddr that differs from it is worth saying.
+        via = f" (hostaddr {address})" if address != endpoint.host else ""
         try:
             sock = socket.create_connection((address, port), _remaining(deadline, timeout))
         except TimeoutError as exc:
-            raise _Unreachable(
-                f"timeout expired after {timeout:g} s connecting to {address}:{port}"
-            ) from exc
+            raise _Unreachable(f"timeout expired after {timeout:g} s{via}") from exc
         except OSError as exc:
-            raise _Unreachable(f"could not connect to {address}:{port}: {exc}") from exc
+            raise _Unreachable(f"{os_reason(exc)}{via}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for level, name, value in self._keepalive:
@@ -875,6 +884,11 @@ def _read_state(raw: Pg8000Raw) -> tuple[bool, bool]:
 
 def _discard(raw: Pg8000Raw) -> None:
     raw.close()
+
+
+def os_reason(exc: OSError) -> str:
+    """``Connection refused`` rather than ``[Errno 111] Connection refused``."""
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 class _Unreachable(InterfaceError):  # type: ignore[misc]

@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import select
 import socket
 from collections.abc import Iterable, Mapping
@@ -233,6 +234,23 @@ def server_fields(exc: psycopg.Error) -> ServerFields:
     )
 
 
+_ADDRESS_PREFIX = re.compile(
+    r'^(?:connection failed: )?connection to server (?:at "[^"]*"(?: \([^)]*\))?, port \d+|'
+    r'on socket "[^"]*") failed: (?:FATAL: )?'
+)
+
+
+def connect_failure(exc: BaseException, secrets: Iterable[str | None]) -> str:
+    """Why a connect failed, as one redacted line: the server's reason without libpq's
+    ``connection to server at "H", port P failed: FATAL:`` (the message names the target
+    already). libpq reports no SQLSTATE for a failed connect; its whole text is kept when it
+    tells of more than one server."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if text.count("connection to server ") == 1:
+        text = _ADDRESS_PREFIX.sub("", text)
+    return redact(text, secrets)  # last: a short password may match inside the prefix
+
+
 def is_connection_broken(conn: psycopg.BaseConnection[Any], exc: BaseException) -> bool:
     """True when ``exc`` left ``conn`` unusable: the socket is gone, or the server ended the
     session (FATAL / PANIC severity: terminated backend, admin or crash shutdown, idle-session
@@ -259,7 +277,8 @@ class _QuietDiscards(logging.Filter):
     noise. Only records about connections carrying our ``_pgc_quiet`` mark are dropped.
 
     Also dropped: ``couldn't stop thread`` for the workers of a pool that never opened (see
-    :func:`abandon_workers`).
+    :func:`abandon_workers`), and the failed-connect warnings of a pool that is opening (see
+    :func:`opening`).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -267,6 +286,13 @@ class _QuietDiscards(logging.Filter):
         if not isinstance(args, tuple):
             return True
         if args and isinstance(args[0], str) and args[0].startswith(_abandoned):
+            return False
+        if (
+            args
+            and args[0] in _opening
+            and isinstance(record.msg, str)
+            and record.msg.startswith(_CONNECT_WARNINGS)
+        ):
             return False
         return not any(getattr(arg, "_pgc_quiet", False) is True for arg in args)
 
@@ -283,6 +309,32 @@ def abandon_workers(pool_name: str) -> None:
     warning that it could not stop it is dropped."""
     global _abandoned
     _abandoned = (*_abandoned[-63:], f"{pool_name}-")
+
+
+#: psycopg_pool's warnings about a failed connect attempt (two or three per attempt).
+_CONNECT_WARNINGS = ("error connecting in ", "reconnection attempt in pool ")
+#: Names of pools inside open(), or whose open() failed.
+_opening: frozenset[str] = frozenset()
+
+
+def opening(pool_name: str, quiet: bool) -> None:
+    """While a pool opens, a failed connect raises to the caller of ``connect()``, which logs
+    it once ("Failed to connect to PostgreSQL"): psycopg_pool's own warnings about the same
+    attempts would repeat the reason several times. ``quiet=False`` once the pool is open;
+    a pool whose open failed stays quiet (it is closed; a late attempt may still report)."""
+    global _opening
+    names = set(_opening)
+    if quiet:
+        names.add(pool_name)
+    else:
+        names.discard(pool_name)
+    # Bounded like _abandoned: the names of failed pools are kept, the oldest dropped.
+    _opening = frozenset(sorted(names, key=_pool_number)[-64:])
+
+
+def _pool_number(name: str) -> int:
+    tail = name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else 0
 
 
 _quiet_filter = _QuietDiscards()

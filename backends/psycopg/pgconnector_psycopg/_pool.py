@@ -78,11 +78,13 @@ from ._common import (
     SESSION_RESET_IN_TRANSACTION,
     abandon_workers,
     adapters,
+    connect_failure,
     connect_kwargs,
     driver_message,
     is_connection_broken,
     libpq_connect_timeout,
     next_pool_name,
+    opening,
     ping_within,
     quiet_discard_warnings,
     seconds_or_never,
@@ -371,6 +373,7 @@ class PsycopgPool:
         # libpq may take longer than the core's estimate: whole seconds, at least 2, per server.
         timeout = max(timeout, self._open_budget)
         pool = self._pool
+        opening(pool.name, quiet=True)
         try:
             pool.open(wait=False)
             if self._config.min_size > 0:
@@ -389,10 +392,11 @@ class PsycopgPool:
                 raise ConnectionError(
                     f"could not connect to PostgreSQL at {self._target}: no connection could "
                     f"be opened within {timeout:g} s"
-                    + (f" ({driver_message(cause, self._secrets)})" if cause else ""),
+                    + (f" ({connect_failure(cause, self._secrets)})" if cause else ""),
                     cause,
                 ) from cause
             raise
+        opening(pool.name, quiet=False)
         pool.putconn(conn)
         if self._config.min_size > pool.min_size:
             pool.resize(self._config.min_size, self._config.max_size)
@@ -492,7 +496,7 @@ class PsycopgPool:
 
     def _unreachable_error(self) -> ConnectionError:
         error = self._last_error
-        detail = driver_message(error, self._secrets) if error is not None else "unknown error"
+        detail = connect_failure(error, self._secrets) if error is not None else "unknown error"
         return ConnectionError(
             f"could not connect to PostgreSQL at {self._target}: {detail}", error
         )

@@ -82,11 +82,13 @@ from ._common import (
     abandon_workers,
     adapters,
     aping_within,
+    connect_failure,
     connect_kwargs,
     driver_message,
     is_connection_broken,
     libpq_connect_timeout,
     next_pool_name,
+    opening,
     quiet_discard_warnings,
     seconds_or_never,
     server_fields,
@@ -407,6 +409,7 @@ class AsyncPsycopgPool:
         # libpq may take longer than the core's estimate: whole seconds, at least 2, per server.
         timeout = max(timeout, self._open_budget)
         pool = self._pool
+        opening(pool.name, quiet=True)
         try:
             await pool.open(wait=False)
             if self._config.min_size > 0:
@@ -425,10 +428,11 @@ class AsyncPsycopgPool:
                 raise ConnectionError(
                     f"could not connect to PostgreSQL at {self._target}: no connection could "
                     f"be opened within {timeout:g} s"
-                    + (f" ({driver_message(cause, self._secrets)})" if cause else ""),
+                    + (f" ({connect_failure(cause, self._secrets)})" if cause else ""),
                     cause,
                 ) from cause
             raise
+        opening(pool.name, quiet=False)
         await pool.putconn(conn)
         if self._config.min_size > pool.min_size:
             await pool.resize(self._config.min_size, self._config.max_size)
@@ -528,7 +532,7 @@ class AsyncPsycopgPool:
 
     def _unreachable_error(self) -> ConnectionError:
         error = self._last_error
-        detail = driver_message(error, self._secrets) if error is not None else "unknown error"
+        detail = connect_failure(error, self._secrets) if error is not None else "unknown error"
         return ConnectionError(
             f"could not connect to PostgreSQL at {self._target}: {detail}", error
         )
