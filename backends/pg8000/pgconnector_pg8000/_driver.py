@@ -97,11 +97,12 @@ def _message(code: bytes, payload: bytes = b"") -> bytes:
 _DESCRIBE_PORTAL = _message(b"D", b"P\x00")
 _EXECUTE = _message(b"E", b"\x00" + _I32.pack(0))
 _SYNC = _message(b"S")
-#: executemany's batches: rows per Sync, and the size past which a batch is sent early. The
-#: replies to a batch of INSERTs (BindComplete + CommandComplete, ~25 bytes a row) stay far
-#: below the socket buffers, so the server never blocks writing them while we still write.
+#: executemany's batches: at most this many rows per Sync, and a batch is sent once it
+#: reaches this many bytes. A write that small completes into the sockets' buffers even if
+#: the server has stopped reading because it is blocked writing its replies (large rows from
+#: RETURNING) to us, who read them only after the write: no deadlock whatever the replies.
 BATCH_ROWS = 1000
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = 64 * 1024
 _COPY_FAIL = _message(b"f", b"COPY from a client stream is not supported by pgconnector\x00")
 
 # -- DSN keywords ---------------------------------------------------------------------------
@@ -342,12 +343,12 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
         self, sql: str, oids: Sequence[int], rows: Iterable[Sequence[str | None]]
     ) -> Any:
         """One statement, Parsed once, then Bind/Execute for each row of (formatted)
-        arguments, pipelined: a batch of rows (at most :data:`BATCH_ROWS`, or about
-        :data:`BATCH_BYTES`) goes out in one write ending with one Sync, and its replies are
-        read before the next batch is sent, so that neither side's buffers can fill while the
-        other waits. The first failing row's error is raised after its batch's ReadyForQuery
-        (the server skips the rest of the batch); the later batches are never sent. Atomic
-        only inside a transaction, which the core opens."""
+        arguments, pipelined: a batch of rows (at most :data:`BATCH_ROWS` and
+        :data:`BATCH_BYTES`, or one bigger row) goes out in one write ending with one Sync,
+        and its replies are read before the next batch is sent (see :data:`BATCH_BYTES`).
+        The first failing row's error is raised after its batch's ReadyForQuery (the server
+        skips the rest of the batch); the later batches are never sent. Atomic only inside a
+        transaction, which the core opens."""
         context = Context(sql)
         self.pgc_in_extended = True
         self.pgc_discard_rows = True
@@ -355,13 +356,15 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
             pending = bytearray(self._pgc_parse(sql, oids))
             count = 0
             for params in rows:
-                pending += self._pgc_bind(params)
-                pending += _EXECUTE
-                count += 1
-                if count >= BATCH_ROWS or len(pending) >= BATCH_BYTES:
+                message = self._pgc_bind(params) + _EXECUTE
+                # Only a batch of one row may be bigger than BATCH_BYTES: the server reads
+                # that row whole before it replies to it.
+                if count and (count >= BATCH_ROWS or len(pending) + len(message) > BATCH_BYTES):
                     self._pgc_send_batch(pending, context)
                     pending = bytearray()
                     count = 0
+                pending += message
+                count += 1
             if count:
                 self._pgc_send_batch(pending, context)
         finally:
