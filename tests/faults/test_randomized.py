@@ -45,7 +45,7 @@ import pytest
 from pgconnector import ClientReleasedError, ConnectionError
 from pgconnector.errors import DivisionByZero
 from tests.backends.helpers import wait_until
-from tests.faults.conftest import FaultKit, borrow_ids
+from tests.faults.conftest import FaultKit
 
 SHORT_SECONDS = float(os.environ.get("PGCONNECTOR_RANDOM_SECONDS", "5"))
 LONG_SECONDS = float(os.environ.get("PGCONNECTOR_SOAK_SECONDS", "25"))
@@ -278,6 +278,23 @@ async def connect_again(m: Any) -> None:
             await asyncio.sleep(0.1)  # the server's start-up, polled
 
 
+async def serve_at_once(m: Any, n: int) -> int:
+    """Borrow ``n`` connections at once and run a statement on each; how many failed as a lost
+    connection (every client is released whatever happens)."""
+    clients = [await m.get_client() for _ in range(n)]
+    failed = 0
+    try:
+        for c in clients:
+            try:
+                assert await c.fetchval("SELECT 1") == 1
+            except ConnectionError:
+                failed += 1
+    finally:
+        for c in clients:
+            await c.release()
+    return failed
+
+
 # -- the test ----------------------------------------------------------------------------------
 
 
@@ -336,8 +353,12 @@ async def run_randomized(faults: FaultKit, seconds: float) -> None:
     except AssertionError as exc:
         books = m.get_pool_stats()
         raise AssertionError(t.fail(f"the pool's books never settled: {books}")) from exc
-    # Still serving: max_size borrows at once, each working.
-    assert len(await borrow_ids(m, MAX_SIZE)) == MAX_SIZE, t.fail("max_size borrows not served")
+    # Still serving: max_size borrows at once, each working. A session killed just before the
+    # end may still sit idle in the pool, and with the default ping_after_idle (1 s) may be
+    # handed out once and fail (DESIGN.md, precise point 11): then the next round must work.
+    await serve_at_once(m, MAX_SIZE)
+    failed = await serve_at_once(m, MAX_SIZE)
+    assert not failed, t.fail(f"{failed} of {MAX_SIZE} borrows at once failed after a round")
     # Nothing acknowledged is lost, nothing rolled back or cancelled before COMMIT is kept.
     out = server.admin_execute(f"SELECT id FROM {TABLE}")
     rows = {int(line) for line in out.split()}
