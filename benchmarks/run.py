@@ -399,7 +399,7 @@ async def run_all(plan: Plan, specs: list[s.Spec], meta: dict[str, Any]) -> dict
             results["listen"] = await _listen.measure_listen(
                 target.dsn, plan.listen_notifications, plan.listen_reps
             )
-            log("(h) executemany")
+            log("(i) executemany")
             results["executemany"] = await _executemany.measure_executemany(
                 target.dsn, plan.executemany_rows, plan.executemany_reps
             )

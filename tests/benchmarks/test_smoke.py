@@ -168,6 +168,6 @@ def test_executemany_every_way_left_every_row(results: dict[str, Any], run_dir: 
         assert all(seconds > 0 for seconds in value["seconds"].values()), key
         assert value["vs_loop"] > 0, key
     markdown = (run_dir / "latest.md").read_text()
-    assert "## (h) executemany" in markdown
+    assert "## (i) executemany" in markdown
     for key in pairs:
         assert f"| `{key}` |" in markdown, key
