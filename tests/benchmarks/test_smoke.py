@@ -156,7 +156,7 @@ def test_listen_stream_received_every_notification(
 
 @pytest.mark.timeout(300)
 def test_executemany_every_way_left_every_row(results: dict[str, Any], run_dir: Path) -> None:
-    """(h): every backend x manager inserted the plan's rows each way (the runner counts them
+    """(i): every backend x manager inserted the plan's rows each way (the runner counts them
     and fails otherwise), the driver's own way only where the driver has one; reported."""
     many = results["executemany"]
     pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
