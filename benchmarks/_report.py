@@ -8,6 +8,7 @@ from typing import Any
 
 from _executemany import section as executemany_section
 from _listen import section as listen_section
+from _timeouts import section as timeouts_section
 
 X = "\N{MULTIPLICATION SIGN}"
 PGC_SUBJECTS = ("pgc-psycopg-sync", "pgc-psycopg-async", "pgc-asyncpg-async", "pgc-pg8000-sync",
@@ -364,6 +365,7 @@ def markdown(results: dict[str, Any], title: str = "pgconnector benchmarks: late
         "the raw pools show too.",
         "workers")
     lines += listen_section(results)
+    lines += timeouts_section(results)
     lines += executemany_section(results)
     return "\n".join(lines)
 

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["argument_rows", "check_timeout"]
+__all__ = ["argument_rows"]
 
 #: Sequences that are values rather than rows of values: ``executemany(sql, ["a", "b"])`` is a
 #: mistake for ``[("a",), ("b",)]``, not two rows of one-character arguments.
 _NOT_ROWS = (str, bytes, bytearray, memoryview)
-
-
-def check_timeout(timeout: object) -> None:
-    """``timeout``: None, or a positive number of seconds; else ``ConfigError``."""
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise ConfigError(
-            f"timeout: must be a number of seconds or None, not {type(timeout).__name__}",
-            field="timeout",
-        )
-    if not timeout > 0 or math.isnan(timeout):
-        raise ConfigError(f"timeout: must be > 0 seconds, not {timeout!r}", field="timeout")
 
 
 def argument_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:

@@ -10,10 +10,11 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._batch import argument_rows, check_timeout
+from ._batch import argument_rows
 from ._listen_base import check_channel
 from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
+from ._timeout import check_timeout
 from .errors import ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
@@ -61,11 +62,17 @@ class Client:
             )
         return self._conn
 
-    def execute(self, sql: str, *args: Any) -> str:
-        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
+    def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:
+        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``.
+
+        ``timeout``: seconds; when they run out the statement is cancelled on the server and
+        :class:`~pgconnector.errors.StatementTimeoutError` is raised (the client stays usable;
+        inside :meth:`transaction` the transaction is aborted, as by any error)."""
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         try:
-            return conn.execute(sql, args)
+            return conn.execute(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -74,10 +81,12 @@ class Client:
                 raise
             raise self._lost(exc) from exc
 
-    def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    def _fetch(self, sql: str, args: Sequence[Any], timeout: float | None) -> QueryResult:
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         try:
-            return conn.fetch(sql, args)
+            return conn.fetch(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -93,18 +102,24 @@ class Client:
         self._broken = True
         return ConnectionError(REVOKED, exc)
 
-    def fetch(self, sql: str, *args: Any) -> list[Row]:
-        """Run a query; return every row."""
-        return make_rows(*self._fetch(sql, args))
+    def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Row]:
+        """Run a query; return every row. ``timeout`` as for :meth:`execute`."""
+        return make_rows(*self._fetch(sql, args, timeout))
 
-    def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        """Run a query; return its first row, or None when there is none."""
-        columns, rows = self._fetch(sql, args)
+    def fetchrow(
+        self, sql: str, *args: Any, timeout: float | None = None
+    ) -> Row | None:
+        """Run a query; return its first row, or None when there is none. ``timeout`` as for
+        :meth:`execute`."""
+        columns, rows = self._fetch(sql, args, timeout)
         return make_rows(columns, rows[:1])[0] if rows else None
 
-    def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """Run a query; return one value of its first row (None when there is no row)."""
-        columns, rows = self._fetch(sql, args)
+    def fetchval(
+        self, sql: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        """Run a query; return one value of its first row (None when there is no row).
+        ``timeout`` as for :meth:`execute`."""
+        columns, rows = self._fetch(sql, args, timeout)
         if not rows:
             return None
         if type(column) is not int:  # a name, as a Row would take it
@@ -144,7 +159,8 @@ class Client:
         discarded.
         """
         self._live()
-        check_timeout(timeout)
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         batch = argument_rows(rows)
         if not batch:
             return None

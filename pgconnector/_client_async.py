@@ -9,10 +9,11 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._batch import argument_rows, check_timeout
+from ._batch import argument_rows
 from ._listen_base import check_channel
 from ._protocols import AsyncDriverConnection, QueryResult
 from ._row import Row, make_rows
+from ._timeout import check_timeout
 from .errors import ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
@@ -60,11 +61,17 @@ class AsyncClient:
             )
         return self._conn
 
-    async def execute(self, sql: str, *args: Any) -> str:
-        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``."""
+    async def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:
+        """Run a statement; return its command status, e.g. ``"INSERT 0 1"``.
+
+        ``timeout``: seconds; when they run out the statement is cancelled on the server and
+        :class:`~pgconnector.errors.StatementTimeoutError` is raised (the client stays usable;
+        inside :meth:`transaction` the transaction is aborted, as by any error)."""
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         try:
-            return await conn.execute(sql, args)
+            return await conn.execute(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -73,10 +80,12 @@ class AsyncClient:
                 raise
             raise self._lost(exc) from exc
 
-    async def _fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    async def _fetch(self, sql: str, args: Sequence[Any], timeout: float | None) -> QueryResult:
         conn = self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         try:
-            return await conn.fetch(sql, args)
+            return await conn.fetch(sql, args, timeout)
         except ConnectionError:
             self._broken = True
             raise
@@ -92,18 +101,24 @@ class AsyncClient:
         self._broken = True
         return ConnectionError(REVOKED, exc)
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        """Run a query; return every row."""
-        return make_rows(*await self._fetch(sql, args))
+    async def fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[Row]:
+        """Run a query; return every row. ``timeout`` as for :meth:`execute`."""
+        return make_rows(*await self._fetch(sql, args, timeout))
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        """Run a query; return its first row, or None when there is none."""
-        columns, rows = await self._fetch(sql, args)
+    async def fetchrow(
+        self, sql: str, *args: Any, timeout: float | None = None
+    ) -> Row | None:
+        """Run a query; return its first row, or None when there is none. ``timeout`` as for
+        :meth:`execute`."""
+        columns, rows = await self._fetch(sql, args, timeout)
         return make_rows(columns, rows[:1])[0] if rows else None
 
-    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        """Run a query; return one value of its first row (None when there is no row)."""
-        columns, rows = await self._fetch(sql, args)
+    async def fetchval(
+        self, sql: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        """Run a query; return one value of its first row (None when there is no row).
+        ``timeout`` as for :meth:`execute`."""
+        columns, rows = await self._fetch(sql, args, timeout)
         if not rows:
             return None
         if type(column) is not int:  # a name, as a Row would take it
@@ -143,7 +158,8 @@ class AsyncClient:
         discarded.
         """
         self._live()
-        check_timeout(timeout)
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         batch = argument_rows(rows)
         if not batch:
             return None

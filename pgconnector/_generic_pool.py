@@ -64,7 +64,8 @@ from ._generic_state import (
 from ._hosts import describe_target
 from ._protocols import PoolHooks, QueryResult
 from ._redact import redact
-from .errors import ConnectionError, PoolTimeoutError
+from ._timeout import call_with_timeout, stuck_error, timed_out
+from .errors import ConnectionError, PoolTimeoutError, QueryCanceled
 
 __all__ = [
     "IDLE",
@@ -820,19 +821,45 @@ class PooledConnection:
     def raw(self) -> Any:
         return self._entry.conn.raw
 
-    def execute(self, sql: str, args: Sequence[Any]) -> str:
+    def execute(self, sql: str, args: Sequence[Any], timeout: float | None = None) -> str:
         conn: RawConnection = self._entry.conn
+        if timeout is not None:
+            return self.run_within(functools.partial(conn.execute, sql, args), timeout)
         return self._core.run_op(self._entry, conn.execute, sql, args)
 
-    def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    def fetch(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> QueryResult:
         conn: RawConnection = self._entry.conn
+        if timeout is not None:
+            return self.run_within(functools.partial(conn.fetch, sql, args), timeout)
         return self._core.run_op(self._entry, conn.fetch, sql, args)
 
     def executemany(
         self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
     ) -> None:
         conn: RawConnection = self._entry.conn
+        if timeout is not None:
+            self.run_within(functools.partial(conn.executemany, sql, rows), timeout)
+            return
         self._core.run_op(self._entry, conn.executemany, sql, rows)
+
+    def run_within(self, call: Callable[[], T], timeout: float) -> T:
+        """The generic pool's statement-timeout primitive (sync face): run ``call`` (driver
+        calls on this connection) under ``timeout`` seconds. A timer thread sends
+        :meth:`RawConnection.cancel` (again while the statement still runs) and, past
+        ``connect_timeout``, closes the connection under the statement; the call returns or
+        raises only once the cancel request is over (see ``pgconnector._timeout``)."""
+        core = self._core
+        entry = self._entry
+        conn: RawConnection = entry.conn
+        return call_with_timeout(
+            functools.partial(core.run_op, entry, call),
+            timeout,
+            cancel=conn.cancel,
+            hang_up=conn.close,
+            grace=core.connect_timeout,
+        )
 
     def server_parameter(self, name: str) -> str | None:
         conn: RawConnection = self._entry.conn
@@ -973,24 +1000,31 @@ class AsyncPooledConnection:
     def raw(self) -> Any:
         return self._entry.conn.raw
 
-    async def execute(self, sql: str, args: Sequence[Any]) -> str:
-        status: str = await self._run(self._entry.conn.execute, sql, args)
+    async def execute(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> str:
+        status: str = await self._run(self._entry.conn.execute, sql, args, timeout=timeout)
         return status
 
-    async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
-        result: QueryResult = await self._run(self._entry.conn.fetch, sql, args)
+    async def fetch(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> QueryResult:
+        result: QueryResult = await self._run(self._entry.conn.fetch, sql, args, timeout=timeout)
         return result
 
     async def executemany(
         self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
     ) -> None:
-        await self._run(self._entry.conn.executemany, sql, rows)
+        await self._run(self._entry.conn.executemany, sql, rows, timeout=timeout)
 
     def server_parameter(self, name: str) -> str | None:
         conn: RawConnection = self._entry.conn
         return conn.server_parameter(name)
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+        """Run ``fn(*args)`` (driver calls on this connection) in a worker thread. This is
+        also the generic pool's statement-timeout primitive (async face): with ``timeout``,
+        see :meth:`_within`."""
         core = self._core
         entry = self._entry
         # One statement at a time on a connection: never send this one beside another.
@@ -1010,6 +1044,8 @@ class AsyncPooledConnection:
         )
         assert job.future is not None
         try:
+            if timeout is not None:
+                return await self._within(job, timeout)
             return await job.future
         except BaseException:
             # Cancelled (or interrupted) while the statement runs in its worker: have it
@@ -1017,6 +1053,38 @@ class AsyncPooledConnection:
             # a transaction block) or the release does not wait for it to run to its end.
             # (A job that ended, with its own error, needs nothing: interrupt() sees it done.)
             core.interrupt(entry, job)
+            raise
+
+    async def _within(self, job: Job, timeout: float) -> Any:
+        """Await ``job`` (a statement on this connection) for up to ``timeout`` seconds; past
+        that, cancel it on the server as for a cancelled caller (:meth:`PoolCore.interrupt`),
+        and wait until both the statement and the cancel requests are over (so that none can
+        hit the next statement) before raising ``StatementTimeoutError``. If that takes more
+        than ``settle_timeout``, the connection is closed under the statement and this raises
+        ``ConnectionError``."""
+        future = job.future
+        assert future is not None
+        try:
+            finished, _ = await asyncio.wait((future,), timeout=timeout)
+            if finished:
+                return future.result()
+            if job.withdraw():
+                # No worker had started it (all busy): it is never sent.
+                raise timed_out(None, timeout)
+            core = self._core
+            settling = core.interrupt(self._entry, job)
+            if settling is not None and not await _over(settling, core.settle_timeout):
+                raise stuck_error(core.break_stuck(self._entry), timeout, core.settle_timeout)
+            try:
+                # Over (perhaps it ended just before the cancel: then its result stands); its
+                # outcome reaches the future from the worker.
+                return await future
+            except QueryCanceled as exc:
+                raise timed_out(exc, timeout) from exc.cause
+        except BaseException:
+            # Given up on (or the caller cancelled): the statement's outcome, when it comes,
+            # is nobody's; a cancelled future drops it instead of logging it as unretrieved.
+            future.cancel()
             raise
 
     def __repr__(self) -> str:

@@ -85,6 +85,24 @@ class DriverConnection(Protocol):
     :class:`pgconnector.ConnectionError`; errors the server reports for a statement raise the
     ``pgconnector.errors`` class of their SQLSTATE (see ``pgconnector._translate``), with the
     driver's exception chained.
+
+    Statement timeouts: every method that runs SQL takes ``timeout`` (seconds or None; the
+    core has refused values <= 0). When it expires the backend cancels the statement *on
+    the server* (a CancelRequest, or the driver's own cancel that sends one) and raises
+    :class:`pgconnector.errors.StatementTimeoutError` (``pgconnector._timeout.timed_out``:
+    driver error chained); the connection stays usable. The cancel request must be over (the
+    server closed the cancel connection) before the method returns or raises, so that it can
+    never hit the next statement. If the server ends the statement neither on the cancel
+    nor within the backend's ``connect_timeout`` budget after it, the backend shuts the
+    connection down and raises :class:`pgconnector.ConnectionError`
+    (``pgconnector._timeout.stuck_error``). With ``timeout=None`` nothing of this may cost
+    anything (no timer, thread or task). Each backend has one primitive for it, which its
+    other statement-running methods (executemany, cursors, COPY) reuse: psycopg
+    ``PsycopgConnection.run_within`` (``call_with_timeout`` / ``acall_with_timeout`` of
+    ``pgconnector._timeout`` with ``cancel_safe``), asyncpg ``AsyncpgConnection.run_within``
+    (asyncpg's own ``timeout=``, then its cancellation awaited), the generic pool (pg8000)
+    ``PooledConnection.run_within`` / ``AsyncPooledConnection._run(..., timeout=)``
+    (``RawConnection.cancel`` and the pool's settle machinery).
     """
 
     @property
@@ -97,12 +115,18 @@ class DriverConnection(Protocol):
         """The driver's own connection object."""
         ...
 
-    def execute(self, sql: str, args: Sequence[Any]) -> str:
-        """Run one statement; return the command status (``"INSERT 0 1"``)."""
+    def execute(self, sql: str, args: Sequence[Any], timeout: float | None = None) -> str:
+        """Run one statement; return the command status (``"INSERT 0 1"``).
+
+        ``timeout`` (seconds, already checked by the core: None or > 0): see "Statement
+        timeouts" in the class docstring."""
         ...
 
-    def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
-        """Run one query; return its column names and decoded rows."""
+    def fetch(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> QueryResult:
+        """Run one query; return its column names and decoded rows. ``timeout`` as for
+        :meth:`execute`."""
         ...
 
     def server_parameter(self, name: str) -> str | None:
@@ -141,9 +165,13 @@ class AsyncDriverConnection(Protocol):
     @property
     def raw(self) -> Any: ...
 
-    async def execute(self, sql: str, args: Sequence[Any]) -> str: ...
+    async def execute(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> str: ...
 
-    async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult: ...
+    async def fetch(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> QueryResult: ...
 
     def server_parameter(self, name: str) -> str | None: ...
 

@@ -38,17 +38,17 @@ class ClientFacade:
             result = await result
         return result
 
-    async def execute(self, sql: str, *args: Any) -> str:
-        return await self._call("execute", sql, *args)  # type: ignore[no-any-return]
+    async def execute(self, sql: str, *args: Any, timeout: Any = None) -> str:
+        return await self._call("execute", sql, *args, timeout=timeout)  # type: ignore[no-any-return]
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._call("fetch", sql, *args)  # type: ignore[no-any-return]
+    async def fetch(self, sql: str, *args: Any, timeout: Any = None) -> list[Row]:
+        return await self._call("fetch", sql, *args, timeout=timeout)  # type: ignore[no-any-return]
 
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._call("fetchrow", sql, *args)  # type: ignore[no-any-return]
+    async def fetchrow(self, sql: str, *args: Any, timeout: Any = None) -> Row | None:
+        return await self._call("fetchrow", sql, *args, timeout=timeout)  # type: ignore[no-any-return]
 
-    async def fetchval(self, sql: str, *args: Any, column: int = 0) -> Any:
-        return await self._call("fetchval", sql, *args, column=column)
+    async def fetchval(self, sql: str, *args: Any, column: int = 0, timeout: Any = None) -> Any:
+        return await self._call("fetchval", sql, *args, column=column, timeout=timeout)
 
     async def release(self) -> None:
         await self._call("release")

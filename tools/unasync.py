@@ -56,6 +56,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncRawCursor\b", "RawCursor"),
     (r"\bcreate_async_pool\b", "create_pool"),
     (r"\baping_within\b", "ping_within"),
+    (r"\bacall_with_timeout\b", "call_with_timeout"),
     (r"\baconnect_first\b", "connect_first"),
     (r"\b_multihost_async\b", "_multihost"),
     (r"\basynccontextmanager\b", "contextmanager"),

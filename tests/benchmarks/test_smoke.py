@@ -171,3 +171,15 @@ def test_executemany_every_way_left_every_row(results: dict[str, Any], run_dir: 
     assert "## (i) executemany" in markdown
     for key in pairs:
         assert f"| `{key}` |" in markdown, key
+
+
+def test_timeouts_measured_for_every_pair(results: dict[str, Any], run_dir: Path) -> None:
+    """(h): the cost of ``timeout=`` and the time to a cancelled statement's error, for every
+    backend x manager; reported."""
+    data = results["timeouts"]
+    pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
+    assert set(data["pairs"]) == pairs
+    for key, run in data["pairs"].items():
+        assert run["plain_us"]["median"] > 0 and run["timed_us"]["median"] > 0, key
+        assert len(run["cancel_ms"]["runs"]) == results["plan"]["timeout_reps"], key
+    assert "(h) Statement timeouts" in (run_dir / "latest.md").read_text()

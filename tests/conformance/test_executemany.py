@@ -338,3 +338,38 @@ async def test_pipelined_no_round_trip_per_row(
     # or 64 KiB: 3 here); psycopg a Flush and one Sync; asyncpg its statement's preparation
     # and one Sync. A little slack for drivers' versions; none per row.
     assert waits <= 2 + 4, f"{waits} waits for the server: {sorted(set(sent))}"
+
+
+# -- timeout= ------------------------------------------------------------------------------
+
+#: 2,000 rows, the 1,501st of which sleeps far longer than the timeout.
+SLEEPY = "INSERT INTO {table} (id) SELECT $1::int FROM pg_sleep($2)"
+SLEEPY_ROWS = [(i, 30.0 if i == 1500 else 0.0) for i in range(2000)]
+
+
+async def test_timeout_covers_the_call_and_applies_nothing(m: Any, table: str) -> None:
+    async with m.connection() as c:
+        pid = await c.fetchval("SELECT pg_backend_pid()")
+        with pytest.raises(pgconnector.StatementTimeoutError) as info:
+            await c.executemany(SLEEPY.format(table=table), SLEEPY_ROWS, timeout=0.5)
+        assert isinstance(info.value, errors.QueryCanceled)
+        assert not isinstance(info.value, pgconnector.ConnectionError)
+        # Cancelled on the server: the same session goes on, nothing of the call applied.
+        assert await c.fetchval("SELECT pg_backend_pid()") == pid
+        assert await count(c, table) == 0
+        # A timeout that does not expire changes nothing.
+        await c.executemany(INSERT.format(table=table), small_rows(2000), timeout=60)
+        assert await count(c, table) == 2000
+
+
+async def test_timeout_inside_a_transaction_rolls_back_only_the_call(
+    m: Any, table: str
+) -> None:
+    async with m.connection() as c:
+        async with c.transaction():
+            await c.execute(f"INSERT INTO {table} (id, t) VALUES (-1, 'before')")
+            with pytest.raises(pgconnector.StatementTimeoutError):
+                await c.executemany(SLEEPY.format(table=table), SLEEPY_ROWS, timeout=0.5)
+            await c.execute(f"INSERT INTO {table} (id, t) VALUES (-2, 'after')")
+        back = await c.fetch(f"SELECT id, t FROM {table} ORDER BY id")
+        assert [tuple(row) for row in back] == [(-2, "after"), (-1, "before")]

@@ -62,20 +62,21 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import asyncpg
 import asyncpg.exceptions as pgexc
 from asyncpg.pool import PoolConnectionProxy
 
-from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
+from pgconnector import ConnectionError, PgConnectorError, PoolConfig, PoolHooks, PoolTimeoutError
 from pgconnector._hosts import STATE_QUERY, Attempt, connect_plan, describe_target, open_budget
 from pgconnector._multihost_async import aconnect_first
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
+from pgconnector._timeout import stuck_error, timed_out
 from pgconnector._translate import ServerFields, server_error
 
 from ._params import connect_args, driver_message, jittered_lifetime
@@ -88,6 +89,8 @@ else:  # asyncpg's classes are not generic at run time; only its stubs are
     _BaseConnection = asyncpg.Connection
 
 __all__ = ["AsyncpgPool", "AsyncpgConnection", "TrackedConnection"]
+
+T = TypeVar("T")
 
 #: asyncpg raises a timeout at once for ``timeout <= 0``, even with an idle connection in the
 #: pool; a zero acquire timeout means "do not wait", so it becomes this.
@@ -321,7 +324,12 @@ class AsyncpgConnection:
         refuses use after release."""
         return self.proxy if self.proxy is not None else self._con
 
-    async def execute(self, sql: str, args: Sequence[Any]) -> str:
+    async def execute(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> str:
+        if timeout is not None:
+            con = self._con
+            return await self.run_within(lambda t: con.execute(sql, *args, timeout=t), timeout)
         self.running = True
         try:
             # Without arguments asyncpg uses the simple query protocol, so a script of several
@@ -335,17 +343,23 @@ class AsyncpgConnection:
         finally:
             self._ended()
 
-    async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
-        self.running = True
-        try:
-            records = await self._con.fetch(sql, *args)
-        except Exception as exc:
-            error = self._pool._translate(self, exc)
-            if error is exc:
-                raise
-            raise error from exc
-        finally:
-            self._ended()
+    async def fetch(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> QueryResult:
+        if timeout is not None:
+            con = self._con
+            records = await self.run_within(lambda t: con.fetch(sql, *args, timeout=t), timeout)
+        else:
+            self.running = True
+            try:
+                records = await self._con.fetch(sql, *args)
+            except Exception as exc:
+                error = self._pool._translate(self, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            finally:
+                self._ended()
         if not records:
             return (), ()
         # Records index by position, have a length and iterate over their values: all that
@@ -355,6 +369,10 @@ class AsyncpgConnection:
     async def executemany(
         self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
     ) -> None:
+        if timeout is not None:
+            con = self._con
+            await self.run_within(lambda t: con.executemany(sql, rows, timeout=t), timeout)
+            return
         self.running = True
         try:
             # asyncpg's own executemany: the rows' Bind/Execute messages pipelined, one Sync.
@@ -366,6 +384,45 @@ class AsyncpgConnection:
             raise error from exc
         finally:
             self._ended()
+
+    async def run_within(self, call: Callable[[float], Awaitable[T]], timeout: float) -> T:
+        """The backend's statement-timeout primitive: ``call(timeout)`` passes the timeout to
+        the asyncpg method it calls (asyncpg's own ``timeout=``). When it expires asyncpg sends
+        the server a cancel request and raises ``TimeoutError`` at once; here the call waits
+        for that cancel to be over (sent, and the statement's end read), within
+        ``connect_timeout``, before raising ``StatementTimeoutError``. Past that asyncpg
+        terminates the connection and this raises ``ConnectionError``."""
+        self.running = True
+        try:
+            try:
+                return await call(timeout)
+            except asyncio.TimeoutError as exc:
+                raise await self._cancel_over(exc, timeout) from exc
+            except Exception as exc:
+                error = self._pool._translate(self, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+        finally:
+            self._ended()
+
+    async def _cancel_over(self, exc: BaseException, timeout: float) -> PgConnectorError:
+        """After asyncpg's own timeout: wait until its cancel request and the cancelled
+        statement are over; the error to raise."""
+        protocol = getattr(self._con, "_protocol", None)
+        grace = self._pool._connect_budget
+        if protocol is not None:
+            # asyncpg's own wait, the one its next statement would do: on timeout it
+            # terminates the connection (the statement may still run).
+            with suppress(Exception):
+                await protocol._wait_for_cancellation(grace)
+        if self._con.is_closed():
+            error = stuck_error(exc, timeout, grace)
+            if not self.broken:
+                self.broken = True
+                self._pool._hooks.connection_failed(error, self._id)
+            return error
+        return timed_out(exc, timeout)
 
     def _ended(self) -> None:
         self.running = False

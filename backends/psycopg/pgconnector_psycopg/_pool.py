@@ -51,10 +51,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg import Connection, RawCursor
@@ -67,6 +67,7 @@ from pgconnector._acompat import Event, Lock, wait_event
 from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import DriverConnection, QueryResult
+from pgconnector._timeout import call_with_timeout
 from pgconnector._translate import server_error
 
 from ._common import (
@@ -97,6 +98,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["PsycopgPool", "PsycopgConnection", "TrackedConnection"]
+
+T = TypeVar("T")
 
 _IDLE = TransactionStatus.IDLE
 _TUPLES_OK = ExecStatus.TUPLES_OK
@@ -153,7 +156,11 @@ class PsycopgConnection:
     # OperationalError("the connection is closed"), which must reach the caller as a
     # pgconnector.ConnectionError like every other connection failure.
 
-    def execute(self, sql: str, args: Sequence[Any]) -> str:
+    def execute(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> str:
+        if timeout is not None:
+            return self.run_within(lambda: self.execute(sql, args), timeout)
         try:
             cursor = self._raw.cursor()
             # Without arguments psycopg uses the simple query protocol, so a script of several
@@ -168,7 +175,11 @@ class PsycopgConnection:
                 raise
             raise error from exc
 
-    def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    def fetch(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> QueryResult:
+        if timeout is not None:
+            return self.run_within(lambda: self.fetch(sql, args), timeout)
         try:
             cursor = self._raw.cursor()
             cursor.execute(sql, args or None)
@@ -190,6 +201,8 @@ class PsycopgConnection:
     def executemany(
         self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
     ) -> None:
+        if timeout is not None:
+            return self.run_within(lambda: self.executemany(sql, rows), timeout)
         try:
             cursor = self._raw.cursor()
             # psycopg's own executemany: in pipeline mode (libpq >= 14), every row's
@@ -200,6 +213,24 @@ class PsycopgConnection:
             if error is exc:
                 raise
             raise error from exc
+
+    def run_within(self, call: Callable[[], T], timeout: float) -> T:
+        """The backend's statement-timeout primitive: run ``call`` (one or more psycopg calls
+        on this connection, errors translated) under ``timeout`` seconds. When they run out,
+        psycopg's ``cancel_safe`` sends the server a cancel request (again while the statement
+        still runs) and the call raises ``StatementTimeoutError`` once the cancel is over; if
+        the server ends the statement neither so nor within ``connect_timeout``, the socket is
+        shut down and the call raises ``ConnectionError`` (see ``pgconnector._timeout``).
+        (Not psycopg's own reaction to a cancelled task: its waits are fixed at 5 s each.)"""
+        raw = self._raw
+        grace = self._pool._connect_budget
+        return call_with_timeout(
+            call,
+            timeout,
+            cancel=lambda: raw.cancel_safe(timeout=grace),
+            hang_up=lambda: _shut_down(raw),
+            grace=grace,
+        )
 
     def server_parameter(self, name: str) -> str | None:
         try:

@@ -54,10 +54,10 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, AsyncRawCursor
@@ -70,6 +70,7 @@ from pgconnector._acompat import AEvent, ALock, await_event
 from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
+from pgconnector._timeout import acall_with_timeout
 from pgconnector._translate import server_error
 
 from ._common import (
@@ -96,6 +97,8 @@ from ._common import (
 
 # isort: split
 # ASYNC
+from collections.abc import Awaitable
+
 from pgconnector._acompat import finish_even_if_cancelled
 
 # END
@@ -104,6 +107,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["AsyncPsycopgPool", "AsyncPsycopgConnection", "AsyncTrackedConnection"]
+
+T = TypeVar("T")
 
 _IDLE = TransactionStatus.IDLE
 _TUPLES_OK = ExecStatus.TUPLES_OK
@@ -160,7 +165,11 @@ class AsyncPsycopgConnection:
     # OperationalError("the connection is closed"), which must reach the caller as a
     # pgconnector.ConnectionError like every other connection failure.
 
-    async def execute(self, sql: str, args: Sequence[Any]) -> str:
+    async def execute(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> str:
+        if timeout is not None:
+            return await self.run_within(lambda: self.execute(sql, args), timeout)
         try:
             cursor = self._raw.cursor()
             # Without arguments psycopg uses the simple query protocol, so a script of several
@@ -175,7 +184,11 @@ class AsyncPsycopgConnection:
                 raise
             raise error from exc
 
-    async def fetch(self, sql: str, args: Sequence[Any]) -> QueryResult:
+    async def fetch(
+        self, sql: str, args: Sequence[Any], timeout: float | None = None
+    ) -> QueryResult:
+        if timeout is not None:
+            return await self.run_within(lambda: self.fetch(sql, args), timeout)
         try:
             cursor = self._raw.cursor()
             await cursor.execute(sql, args or None)
@@ -197,6 +210,8 @@ class AsyncPsycopgConnection:
     async def executemany(
         self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
     ) -> None:
+        if timeout is not None:
+            return await self.run_within(lambda: self.executemany(sql, rows), timeout)
         try:
             cursor = self._raw.cursor()
             # psycopg's own executemany: in pipeline mode (libpq >= 14), every row's
@@ -207,6 +222,27 @@ class AsyncPsycopgConnection:
             if error is exc:
                 raise
             raise error from exc
+
+    # ASYNC
+    async def run_within(self, call: Callable[[], Awaitable[T]], timeout: float) -> T:
+    # SYNC: def run_within(self, call: Callable[[], T], timeout: float) -> T:
+    # END
+        """The backend's statement-timeout primitive: run ``call`` (one or more psycopg calls
+        on this connection, errors translated) under ``timeout`` seconds. When they run out,
+        psycopg's ``cancel_safe`` sends the server a cancel request (again while the statement
+        still runs) and the call raises ``StatementTimeoutError`` once the cancel is over; if
+        the server ends the statement neither so nor within ``connect_timeout``, the socket is
+        shut down and the call raises ``ConnectionError`` (see ``pgconnector._timeout``).
+        (Not psycopg's own reaction to a cancelled task: its waits are fixed at 5 s each.)"""
+        raw = self._raw
+        grace = self._pool._connect_budget
+        return await acall_with_timeout(
+            call,
+            timeout,
+            cancel=lambda: raw.cancel_safe(timeout=grace),
+            hang_up=lambda: _shut_down(raw),
+            grace=grace,
+        )
 
     def server_parameter(self, name: str) -> str | None:
         try:
