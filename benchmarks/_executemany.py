@@ -1,4 +1,4 @@
-"""(i) executemany: 10,000 three-column rows inserted by one call, on every pgconnector
+"""(j) executemany: 10,000 three-column rows inserted by one call, on every pgconnector
 backend x manager, against the driver's own executemany and against a loop of execute.
 
 Three ways of inserting the same rows (int, text, float8) into an empty table, each in one
@@ -144,7 +144,7 @@ def section(results: dict[str, Any]) -> list[str]:
     if not many:
         return []
     lines = [
-        "## (i) executemany: 10,000 three-column rows",
+        "## (j) executemany: 10,000 three-column rows",
         "",
         f"{many['rows']:,} rows `(int, text, float8)` inserted into an empty table in one "
         "transaction on one pooled connection: pgconnector's `executemany`, the driver's "

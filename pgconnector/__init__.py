@@ -24,6 +24,8 @@ from ._config import (
     production_pool_config,
     test_pool_config,
 )
+from ._cursor import Cursor
+from ._cursor_async import AsyncCursor
 from ._events import EVENT_NAMES, LoggerLike, PoolEvent, setup_pool_listeners
 from ._health import fetch_pool_stats, perform_health_check
 from ._listen import NotificationStream
@@ -91,6 +93,8 @@ __all__ = [
     "Transaction",
     "AsyncTransaction",
     "Row",
+    "Cursor",
+    "AsyncCursor",
     # LISTEN / NOTIFY
     "Notification",
     "NotificationStream",

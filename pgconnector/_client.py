@@ -6,16 +6,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._acompat import Lock
 from ._batch import argument_rows
-from ._listen_base import check_channel
+from ._cursor import Cursor
+from ._listen_base import check_channel, quote_ident
 from ._protocols import DriverConnection, QueryResult
 from ._row import Row, make_rows
 from ._timeout import check_timeout
-from .errors import ClientReleasedError, ConfigError, ConnectionError
+from .errors import ActiveSqlTransaction, ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
     from ._pool import ManagedPool
@@ -25,6 +29,13 @@ __all__ = ["Client", "Transaction"]
 REVOKED = (
     "disconnect() closed the pool while this client was borrowed, and closed its connection"
 )
+
+#: How a cursor ends: (name, the transaction levels it was declared in, whether it opened its
+#: own transaction, whether to send CLOSE).
+CursorEnd = tuple[str, tuple[int, ...], bool, bool]
+
+#: Ids of transaction levels (a transaction, a savepoint), unique in the process.
+_level_ids = itertools.count(1)
 
 
 class Client:
@@ -36,8 +47,9 @@ class Client:
     """
 
     __slots__ = (
-        "__weakref__", "_broken", "_conn", "_granted", "_pool", "_released", "_revoked",
-        "_tx_depth",
+        "__weakref__", "_broken", "_conn", "_cursor_seq", "_cursor_tx", "_dead_levels",
+        "_granted", "_guard", "_levels", "_orphans", "_pool", "_released", "_revoked",
+        "_settler", "_tx_depth",
     )
 
     def __init__(self, conn: DriverConnection, pool: ManagedPool) -> None:
@@ -51,6 +63,16 @@ class Client:
         # perf_counter() when the borrow was granted, only while metrics listen (else 0.0):
         # the release then reports how long the connection was used.
         self._granted = 0.0
+        # Cursors. The guard serializes every use of the connection once a cursor exists (a
+        # cursor dropped unfinished is closed by whoever holds it next, never concurrently
+        # with a statement); None until then, so that plain statements pay nothing.
+        self._guard: Lock | None = None
+        self._orphans: list[CursorEnd] = []  # cursors dropped unfinished, to end
+        self._settler: Any = None  # async: the task ending them
+        self._cursor_seq = 0
+        self._cursor_tx = 0  # open cursors in the transaction that cursors opened themselves
+        self._levels: list[int] = []  # ids of the open transaction levels, outermost first
+        self._dead_levels: set[int] = set()  # savepoints rolled back in the open transaction
 
     def _live(self) -> DriverConnection:
         if self._released:
@@ -71,6 +93,19 @@ class Client:
         conn = self._live()
         if timeout is not None:
             timeout = check_timeout(timeout)
+        if self._guard is not None:
+            with self._guard:
+                self._settle()
+                return self._execute(self._live(), sql, args, timeout)
+        return self._execute(conn, sql, args, timeout)
+
+    def _execute(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        args: Sequence[Any],
+        timeout: float | None = None,
+    ) -> str:
         try:
             return conn.execute(sql, args, timeout)
         except ConnectionError:
@@ -85,6 +120,15 @@ class Client:
         conn = self._live()
         if timeout is not None:
             timeout = check_timeout(timeout)
+        if self._guard is not None:
+            with self._guard:
+                self._settle()
+                return self._fetch_on(self._live(), sql, args, timeout)
+        return self._fetch_on(conn, sql, args, timeout)
+
+    def _fetch_on(
+        self, conn: DriverConnection, sql: str, args: Sequence[Any], timeout: float | None
+    ) -> QueryResult:
         try:
             return conn.fetch(sql, args, timeout)
         except ConnectionError:
@@ -146,14 +190,15 @@ class Client:
         ``rows``, pipelined: the rows travel in batches, without a round trip each.
 
         Atomic: outside :meth:`transaction` it runs in a transaction of its own, inside one
-        under a savepoint, so that when a row fails nothing of this call is applied, and that
-        row's :class:`~pgconnector.DatabaseError` (e.g. ``UniqueViolation``) is raised; an
-        enclosing transaction goes on. Arguments are the types :meth:`execute` takes.
+        (or in the one a cursor opened) under a savepoint, so that when a row fails nothing of
+        this call is applied, and that row's :class:`~pgconnector.DatabaseError` (e.g.
+        ``UniqueViolation``) is raised; an enclosing transaction goes on. Arguments are the
+        types :meth:`execute` takes.
 
         ``rows`` is any iterable (a generator too) of sequences; it is read in full before
         anything is sent, so that a row whose length differs from the first row's (or that is
         not a sequence) raises :class:`~pgconnector.ConfigError` naming its index and nothing
-        runs. No rows: nothing is sent. ``timeout`` (seconds) covers the whole call: when it
+        runs. No rows: nothing is sent. ``timeout`` (seconds) covers all the rows: when it
         expires the statement is cancelled on the server and ``StatementTimeoutError`` is
         raised, nothing of the call applied. Returns None; rows a statement returns are
         discarded.
@@ -164,6 +209,23 @@ class Client:
         batch = argument_rows(rows)
         if not batch:
             return None
+        if self._guard is not None:
+            with self._guard:
+                self._settle()  # may end the transaction an abandoned cursor opened
+        if self._cursor_tx and not self._tx_depth:
+            # Inside the transaction a cursor opened, which transaction() refuses to nest in:
+            # a savepoint of the call's own.
+            self.execute("SAVEPOINT pgconnector_executemany")
+            try:
+                self._executemany(sql, batch, timeout)
+            except BaseException:
+                if not (self._broken or self._released):
+                    with contextlib.suppress(ConnectionError):
+                        self.execute("ROLLBACK TO SAVEPOINT pgconnector_executemany")
+                        self.execute("RELEASE SAVEPOINT pgconnector_executemany")
+                raise
+            self.execute("RELEASE SAVEPOINT pgconnector_executemany")
+            return None
         with self.transaction():
             self._executemany(sql, batch, timeout)
         return None
@@ -172,6 +234,19 @@ class Client:
         self, sql: str, rows: list[tuple[Any, ...]], timeout: float | None
     ) -> None:
         conn = self._live()
+        if self._guard is not None:
+            with self._guard:
+                self._settle()
+                return self._executemany_on(self._live(), sql, rows, timeout)
+        return self._executemany_on(conn, sql, rows, timeout)
+
+    def _executemany_on(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        timeout: float | None,
+    ) -> None:
         try:
             conn.executemany(sql, rows, timeout)
         except ConnectionError:
@@ -208,7 +283,14 @@ class Client:
 
     def release(self) -> None:
         """Give the connection back to the pool. Calling it again does nothing."""
-        if not self._released:
+        if self._released:
+            return
+        if self._guard is None:
+            self._pool.release(self)
+            return
+        try:
+            self._end_cursors()
+        finally:
             self._pool.release(self)
 
     def __enter__(self) -> Client:
@@ -221,6 +303,128 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+    # -- cursors -------------------------------------------------------------------------
+
+    def cursor(
+        self, sql: str, *args: Any, prefetch: int = 100, timeout: float | None = None
+    ) -> Cursor:
+        """Stream the rows of a query from a server-side cursor, ``prefetch`` rows per round
+        trip: ``for row in client.cursor(sql, *args)``, or
+        ``with client.cursor(...) as rows: for row in rows``.
+
+        Outside :meth:`transaction` the cursor opens a transaction for its duration (statements
+        run meanwhile join it) and commits it when it ends. It ends when the rows run out,
+        when its ``with`` block is left, on :meth:`Cursor.close`, when it is
+        garbage-collected unfinished (on the event loop's next turn), and at :meth:`release`.
+        ``timeout`` bounds each fetch of ``prefetch`` rows.
+        """
+        if type(prefetch) is not int or prefetch < 1:
+            raise ConfigError(
+                f"prefetch: must be an int of 1 or more, not {prefetch!r}", field="prefetch"
+            )
+        timeout = check_timeout(timeout)
+        self._live()
+        return Cursor(self, sql, args, prefetch, timeout)
+
+    def _cursor_guard(self) -> Lock:
+        if self._guard is None:
+            self._guard = Lock()
+        return self._guard
+
+    def _next_cursor_name(self) -> str:
+        # Unique on the connection for this borrow; cursors die with their transaction, and
+        # release() ends every transaction, so the next borrower may reuse the names (which
+        # keeps drivers' statement caches small).
+        self._cursor_seq += 1
+        return f"pgc_cursor_{self._cursor_seq}"
+
+    def _begin_implicit(self, conn: DriverConnection) -> None:
+        """Join, or open, the transaction that cursors opened outside transaction()."""
+        if self._cursor_tx == 0:
+            self._execute(conn, "BEGIN", ())
+            self._levels.append(next(_level_ids))
+        self._cursor_tx += 1
+
+    def _alive(self, levels: tuple[int, ...]) -> bool:
+        """Whether a cursor declared inside ``levels`` can still exist on the server: its
+        transaction is still the open one and none of its savepoints was rolled back."""
+        current = self._levels
+        return (
+            bool(levels) and bool(current) and current[0] == levels[0]
+            and self._dead_levels.isdisjoint(levels)
+        )
+
+    def _end_cursor(self, end: CursorEnd) -> None:
+        """End one cursor (the guard held): CLOSE it, or COMMIT the transaction it opened when
+        it is the last cursor in it."""
+        name, levels, owned, close = end
+        if self._released or self._broken:
+            return
+        conn = self._conn
+        if owned and self._cursor_tx > 0 and self._alive(levels):
+            self._cursor_tx -= 1
+            if self._cursor_tx == 0:
+                self._levels.clear()
+                self._dead_levels.clear()
+                # COMMIT ends an aborted transaction too (as a rollback) and closes the cursor.
+                self._execute(conn, "COMMIT", ())
+                return
+        if close and self._alive(levels):
+            self._execute(conn, f"CLOSE {quote_ident(name)}", ())
+
+    def _end_cursor_quietly(self, end: CursorEnd, *, take_guard: bool = False) -> None:
+        """End a cursor after an error, which is the one to raise."""
+        try:
+            if take_guard:
+                with self._cursor_guard():
+                    self._end_cursor(end)
+            else:
+                self._end_cursor(end)
+        except Exception:  # the first error wins; a dead connection is marked broken
+            pass
+
+    def _orphan(self, end: CursorEnd) -> None:
+        """A cursor was dropped unfinished: end it as soon as nothing else uses the
+        connection (the next statement or release() ends it first otherwise)."""
+        if self._released:
+            return
+        self._orphans.append(end)
+        guard = self._cursor_guard()
+        if guard.acquire(blocking=False):  # else a statement runs: it settles next
+            try:
+                self._settle()
+            except Exception:  # the next statement reports the connection
+                pass
+            finally:
+                guard.release()
+
+
+    def _settle(self) -> None:
+        """End the cursors dropped unfinished (the guard held)."""
+        orphans = self._orphans
+        while orphans:
+            end = orphans.pop(0)
+            try:
+                self._end_cursor(end)
+            except ConnectionError:
+                orphans.clear()
+                raise
+            except Exception:  # e.g. an aborted transaction: the caller's
+                pass  # next statement reports it
+
+    def _end_cursors(self) -> None:
+        """At release: a transaction opened by cursors is committed (as their ends would
+        have); every other cursor dies with the rollback that release does."""
+        guard = self._cursor_guard()
+        with guard:
+            self._orphans.clear()
+            if self._cursor_tx and not self._broken:
+                self._cursor_tx = 0
+                self._levels.clear()
+                # A ConnectionError marks the client broken: the pool discards the connection.
+                with contextlib.suppress(ConnectionError):
+                    self._execute(self._conn, "COMMIT", ())
 
     def __repr__(self) -> str:
         state = "released" if self._released else f"connection {self._conn.connection_id}"
@@ -240,11 +444,22 @@ class Transaction:
         client = self._client
         depth = client._tx_depth
         if depth == 0:
+            if client._guard is not None:
+                with client._guard:
+                    client._settle()
+                if client._cursor_tx:
+                    raise ActiveSqlTransaction(
+                        "a cursor opened outside transaction() holds this client's "
+                        "transaction until it ends; open the transaction first and the "
+                        "cursor inside it",
+                        sqlstate="25001",
+                    )
             client.execute("BEGIN")
         else:
             client.execute(f"SAVEPOINT pgconnector_{depth}")
         self._depth = depth
         client._tx_depth = depth + 1
+        client._levels.append(next(_level_ids))
         return client
 
     def __exit__(
@@ -256,6 +471,12 @@ class Transaction:
         client = self._client
         depth = self._depth
         client._tx_depth = depth
+        level = client._levels.pop() if client._levels else 0
+        if depth == 0:
+            client._levels.clear()  # the transaction ends, with every cursor in it
+            client._dead_levels.clear()
+        elif exc_type is not None:
+            client._dead_levels.add(level)  # rolled back: the cursors declared inside die
         if exc_type is None:
             if depth == 0:
                 client.execute("COMMIT")

@@ -5,16 +5,24 @@
 
 from __future__ import annotations
 
+# ASYNC
+import asyncio
+
+# END
+import contextlib
+import itertools
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._acompat import ALock
 from ._batch import argument_rows
-from ._listen_base import check_channel
+from ._cursor_async import AsyncCursor
+from ._listen_base import check_channel, quote_ident
 from ._protocols import AsyncDriverConnection, QueryResult
 from ._row import Row, make_rows
 from ._timeout import check_timeout
-from .errors import ClientReleasedError, ConfigError, ConnectionError
+from .errors import ActiveSqlTransaction, ClientReleasedError, ConfigError, ConnectionError
 
 if TYPE_CHECKING:
     from ._pool_async import AsyncManagedPool
@@ -24,6 +32,13 @@ __all__ = ["AsyncClient", "AsyncTransaction"]
 REVOKED = (
     "disconnect() closed the pool while this client was borrowed, and closed its connection"
 )
+
+#: How a cursor ends: (name, the transaction levels it was declared in, whether it opened its
+#: own transaction, whether to send CLOSE).
+CursorEnd = tuple[str, tuple[int, ...], bool, bool]
+
+#: Ids of transaction levels (a transaction, a savepoint), unique in the process.
+_level_ids = itertools.count(1)
 
 
 class AsyncClient:
@@ -35,8 +50,9 @@ class AsyncClient:
     """
 
     __slots__ = (
-        "__weakref__", "_broken", "_conn", "_granted", "_pool", "_released", "_revoked",
-        "_tx_depth",
+        "__weakref__", "_broken", "_conn", "_cursor_seq", "_cursor_tx", "_dead_levels",
+        "_granted", "_guard", "_levels", "_orphans", "_pool", "_released", "_revoked",
+        "_settler", "_tx_depth",
     )
 
     def __init__(self, conn: AsyncDriverConnection, pool: AsyncManagedPool) -> None:
@@ -50,6 +66,16 @@ class AsyncClient:
         # perf_counter() when the borrow was granted, only while metrics listen (else 0.0):
         # the release then reports how long the connection was used.
         self._granted = 0.0
+        # Cursors. The guard serializes every use of the connection once a cursor exists (a
+        # cursor dropped unfinished is closed by whoever holds it next, never concurrently
+        # with a statement); None until then, so that plain statements pay nothing.
+        self._guard: ALock | None = None
+        self._orphans: list[CursorEnd] = []  # cursors dropped unfinished, to end
+        self._settler: Any = None  # async: the task ending them
+        self._cursor_seq = 0
+        self._cursor_tx = 0  # open cursors in the transaction that cursors opened themselves
+        self._levels: list[int] = []  # ids of the open transaction levels, outermost first
+        self._dead_levels: set[int] = set()  # savepoints rolled back in the open transaction
 
     def _live(self) -> AsyncDriverConnection:
         if self._released:
@@ -70,6 +96,19 @@ class AsyncClient:
         conn = self._live()
         if timeout is not None:
             timeout = check_timeout(timeout)
+        if self._guard is not None:
+            async with self._guard:
+                await self._settle()
+                return await self._execute(self._live(), sql, args, timeout)
+        return await self._execute(conn, sql, args, timeout)
+
+    async def _execute(
+        self,
+        conn: AsyncDriverConnection,
+        sql: str,
+        args: Sequence[Any],
+        timeout: float | None = None,
+    ) -> str:
         try:
             return await conn.execute(sql, args, timeout)
         except ConnectionError:
@@ -84,6 +123,15 @@ class AsyncClient:
         conn = self._live()
         if timeout is not None:
             timeout = check_timeout(timeout)
+        if self._guard is not None:
+            async with self._guard:
+                await self._settle()
+                return await self._fetch_on(self._live(), sql, args, timeout)
+        return await self._fetch_on(conn, sql, args, timeout)
+
+    async def _fetch_on(
+        self, conn: AsyncDriverConnection, sql: str, args: Sequence[Any], timeout: float | None
+    ) -> QueryResult:
         try:
             return await conn.fetch(sql, args, timeout)
         except ConnectionError:
@@ -145,14 +193,15 @@ class AsyncClient:
         ``rows``, pipelined: the rows travel in batches, without a round trip each.
 
         Atomic: outside :meth:`transaction` it runs in a transaction of its own, inside one
-        under a savepoint, so that when a row fails nothing of this call is applied, and that
-        row's :class:`~pgconnector.DatabaseError` (e.g. ``UniqueViolation``) is raised; an
-        enclosing transaction goes on. Arguments are the types :meth:`execute` takes.
+        (or in the one a cursor opened) under a savepoint, so that when a row fails nothing of
+        this call is applied, and that row's :class:`~pgconnector.DatabaseError` (e.g.
+        ``UniqueViolation``) is raised; an enclosing transaction goes on. Arguments are the
+        types :meth:`execute` takes.
 
         ``rows`` is any iterable (a generator too) of sequences; it is read in full before
         anything is sent, so that a row whose length differs from the first row's (or that is
         not a sequence) raises :class:`~pgconnector.ConfigError` naming its index and nothing
-        runs. No rows: nothing is sent. ``timeout`` (seconds) covers the whole call: when it
+        runs. No rows: nothing is sent. ``timeout`` (seconds) covers all the rows: when it
         expires the statement is cancelled on the server and ``StatementTimeoutError`` is
         raised, nothing of the call applied. Returns None; rows a statement returns are
         discarded.
@@ -163,6 +212,23 @@ class AsyncClient:
         batch = argument_rows(rows)
         if not batch:
             return None
+        if self._guard is not None:
+            async with self._guard:
+                await self._settle()  # may end the transaction an abandoned cursor opened
+        if self._cursor_tx and not self._tx_depth:
+            # Inside the transaction a cursor opened, which transaction() refuses to nest in:
+            # a savepoint of the call's own.
+            await self.execute("SAVEPOINT pgconnector_executemany")
+            try:
+                await self._executemany(sql, batch, timeout)
+            except BaseException:
+                if not (self._broken or self._released):
+                    with contextlib.suppress(ConnectionError):
+                        await self.execute("ROLLBACK TO SAVEPOINT pgconnector_executemany")
+                        await self.execute("RELEASE SAVEPOINT pgconnector_executemany")
+                raise
+            await self.execute("RELEASE SAVEPOINT pgconnector_executemany")
+            return None
         async with self.transaction():
             await self._executemany(sql, batch, timeout)
         return None
@@ -171,6 +237,19 @@ class AsyncClient:
         self, sql: str, rows: list[tuple[Any, ...]], timeout: float | None
     ) -> None:
         conn = self._live()
+        if self._guard is not None:
+            async with self._guard:
+                await self._settle()
+                return await self._executemany_on(self._live(), sql, rows, timeout)
+        return await self._executemany_on(conn, sql, rows, timeout)
+
+    async def _executemany_on(
+        self,
+        conn: AsyncDriverConnection,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        timeout: float | None,
+    ) -> None:
         try:
             await conn.executemany(sql, rows, timeout)
         except ConnectionError:
@@ -207,7 +286,14 @@ class AsyncClient:
 
     async def release(self) -> None:
         """Give the connection back to the pool. Calling it again does nothing."""
-        if not self._released:
+        if self._released:
+            return
+        if self._guard is None:
+            await self._pool.release(self)
+            return
+        try:
+            await self._end_cursors()
+        finally:
             await self._pool.release(self)
 
     async def __aenter__(self) -> AsyncClient:
@@ -220,6 +306,142 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.release()
+
+    # -- cursors -------------------------------------------------------------------------
+
+    def cursor(
+        self, sql: str, *args: Any, prefetch: int = 100, timeout: float | None = None
+    ) -> AsyncCursor:
+        """Stream the rows of a query from a server-side cursor, ``prefetch`` rows per round
+        trip: ``async for row in client.cursor(sql, *args)``, or
+        ``async with client.cursor(...) as rows: async for row in rows``.
+
+        Outside :meth:`transaction` the cursor opens a transaction for its duration (statements
+        run meanwhile join it) and commits it when it ends. It ends when the rows run out,
+        when its ``async with`` block is left, on :meth:`AsyncCursor.aclose`, when it is
+        garbage-collected unfinished (on the event loop's next turn), and at :meth:`release`.
+        ``timeout`` bounds each fetch of ``prefetch`` rows.
+        """
+        if type(prefetch) is not int or prefetch < 1:
+            raise ConfigError(
+                f"prefetch: must be an int of 1 or more, not {prefetch!r}", field="prefetch"
+            )
+        timeout = check_timeout(timeout)
+        self._live()
+        return AsyncCursor(self, sql, args, prefetch, timeout)
+
+    def _cursor_guard(self) -> ALock:
+        if self._guard is None:
+            self._guard = ALock()
+        return self._guard
+
+    def _next_cursor_name(self) -> str:
+        # Unique on the connection for this borrow; cursors die with their transaction, and
+        # release() ends every transaction, so the next borrower may reuse the names (which
+        # keeps drivers' statement caches small).
+        self._cursor_seq += 1
+        return f"pgc_cursor_{self._cursor_seq}"
+
+    async def _begin_implicit(self, conn: AsyncDriverConnection) -> None:
+        """Join, or open, the transaction that cursors opened outside transaction()."""
+        if self._cursor_tx == 0:
+            await self._execute(conn, "BEGIN", ())
+            self._levels.append(next(_level_ids))
+        self._cursor_tx += 1
+
+    def _alive(self, levels: tuple[int, ...]) -> bool:
+        """Whether a cursor declared inside ``levels`` can still exist on the server: its
+        transaction is still the open one and none of its savepoints was rolled back."""
+        current = self._levels
+        return (
+            bool(levels) and bool(current) and current[0] == levels[0]
+            and self._dead_levels.isdisjoint(levels)
+        )
+
+    async def _end_cursor(self, end: CursorEnd) -> None:
+        """End one cursor (the guard held): CLOSE it, or COMMIT the transaction it opened when
+        it is the last cursor in it."""
+        name, levels, owned, close = end
+        if self._released or self._broken:
+            return
+        conn = self._conn
+        if owned and self._cursor_tx > 0 and self._alive(levels):
+            self._cursor_tx -= 1
+            if self._cursor_tx == 0:
+                self._levels.clear()
+                self._dead_levels.clear()
+                # COMMIT ends an aborted transaction too (as a rollback) and closes the cursor.
+                await self._execute(conn, "COMMIT", ())
+                return
+        if close and self._alive(levels):
+            await self._execute(conn, f"CLOSE {quote_ident(name)}", ())
+
+    async def _end_cursor_quietly(self, end: CursorEnd, *, take_guard: bool = False) -> None:
+        """End a cursor after an error, which is the one to raise."""
+        try:
+            if take_guard:
+                async with self._cursor_guard():
+                    await self._end_cursor(end)
+            else:
+                await self._end_cursor(end)
+        except Exception:  # the first error wins; a dead connection is marked broken
+            pass
+
+    def _orphan(self, end: CursorEnd) -> None:
+        """A cursor was dropped unfinished: end it as soon as nothing else uses the
+        connection (the next statement or release() ends it first otherwise)."""
+        if self._released:
+            return
+        self._orphans.append(end)
+        # ASYNC
+        if self._settler is None:
+            self._settler = asyncio.get_running_loop().create_task(self._settle_soon())
+        # SYNC: guard = self._cursor_guard()
+        # SYNC: if guard.acquire(blocking=False):  # else a statement runs: it settles next
+        # SYNC:     try:
+        # SYNC:         self._settle()
+        # SYNC:     except Exception:  # the next statement reports the connection
+        # SYNC:         pass
+        # SYNC:     finally:
+        # SYNC:         guard.release()
+        # END
+
+    # ASYNC
+    async def _settle_soon(self) -> None:
+        try:
+            async with self._cursor_guard():
+                await self._settle()
+        except Exception:  # the next statement reports the connection's state
+            pass
+        finally:
+            self._settler = None
+    # END
+
+    async def _settle(self) -> None:
+        """End the cursors dropped unfinished (the guard held)."""
+        orphans = self._orphans
+        while orphans:
+            end = orphans.pop(0)
+            try:
+                await self._end_cursor(end)
+            except ConnectionError:
+                orphans.clear()
+                raise
+            except Exception:  # e.g. an aborted transaction: the caller's
+                pass  # next statement reports it
+
+    async def _end_cursors(self) -> None:
+        """At release: a transaction opened by cursors is committed (as their ends would
+        have); every other cursor dies with the rollback that release does."""
+        guard = self._cursor_guard()
+        async with guard:
+            self._orphans.clear()
+            if self._cursor_tx and not self._broken:
+                self._cursor_tx = 0
+                self._levels.clear()
+                # A ConnectionError marks the client broken: the pool discards the connection.
+                with contextlib.suppress(ConnectionError):
+                    await self._execute(self._conn, "COMMIT", ())
 
     def __repr__(self) -> str:
         state = "released" if self._released else f"connection {self._conn.connection_id}"
@@ -239,11 +461,22 @@ class AsyncTransaction:
         client = self._client
         depth = client._tx_depth
         if depth == 0:
+            if client._guard is not None:
+                async with client._guard:
+                    await client._settle()
+                if client._cursor_tx:
+                    raise ActiveSqlTransaction(
+                        "a cursor opened outside transaction() holds this client's "
+                        "transaction until it ends; open the transaction first and the "
+                        "cursor inside it",
+                        sqlstate="25001",
+                    )
             await client.execute("BEGIN")
         else:
             await client.execute(f"SAVEPOINT pgconnector_{depth}")
         self._depth = depth
         client._tx_depth = depth + 1
+        client._levels.append(next(_level_ids))
         return client
 
     async def __aexit__(
@@ -255,6 +488,12 @@ class AsyncTransaction:
         client = self._client
         depth = self._depth
         client._tx_depth = depth
+        level = client._levels.pop() if client._levels else 0
+        if depth == 0:
+            client._levels.clear()  # the transaction ends, with every cursor in it
+            client._dead_levels.clear()
+        elif exc_type is not None:
+            client._dead_levels.add(level)  # rolled back: the cursors declared inside die
         if exc_type is None:
             if depth == 0:
                 await client.execute("COMMIT")

@@ -32,7 +32,7 @@ __all__ = ["NotificationStream"]
 
 class NotificationStream:
     """What ``manager.listen(*channels)`` gives: ``with manager.listen("jobs") as
-    stream:``, then ``async for n in stream:`` or ``stream.get(timeout)``.
+    stream:``, then ``for n in stream:`` or ``stream.get(timeout)``.
 
     The stream owns one server connection, opened with the pool's parameters on entering the
     block but outside the pool (not in ``max_size``, not in the pool's stats), and closed on

@@ -466,7 +466,7 @@ class ConnectionManager:
     ) -> NotificationStream:
         """``with manager.listen("jobs") as stream:`` LISTENs on a dedicated connection
         (opened with the pool's parameters, outside ``max_size`` and the pool's stats) until
-        the block ends; ``async for n in stream`` yields each
+        the block ends; ``for n in stream`` yields each
         :class:`~pgconnector.Notification`. If the connection is lost, the stream reconnects
         by itself, counts it in ``stream.reconnects`` and calls ``on_reconnect(stream)``.
 

@@ -15,10 +15,12 @@ from typing import Any
 from pgconnector import (
     AsyncClient,
     AsyncConnectionManager,
+    AsyncCursor,
     AsyncNotificationStream,
     Client,
     ConnectionManager,
     ConnectionStatus,
+    Cursor,
     Notification,
     NotificationStream,
     PoolConfig,
@@ -56,6 +58,11 @@ class ClientFacade:
     async def notify(self, channel: str, payload: str = "") -> None:
         await self._call("notify", channel, payload)
 
+    def cursor(
+        self, sql: str, *args: Any, prefetch: int = 100, timeout: float | None = None
+    ) -> CursorFacade:
+        return CursorFacade(self.client.cursor(sql, *args, prefetch=prefetch, timeout=timeout))
+
     async def executemany(self, sql: str, rows: Any, *, timeout: float | None = None) -> None:
         await self._call("executemany", sql, rows, timeout=timeout)
 
@@ -79,6 +86,57 @@ class ClientFacade:
     @property
     def released(self) -> bool:
         return self.client.released
+
+
+class CursorFacade:
+    """A Cursor with the async face: iteration, ``async with`` and ``aclose()``.
+
+    It holds nothing but the cursor, so dropping the facade drops the cursor (the tests of
+    finalization rely on that)."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, cursor: Cursor | AsyncCursor) -> None:
+        self.cursor = cursor
+
+    def __aiter__(self) -> CursorFacade:
+        return self
+
+    async def __anext__(self) -> Row:
+        if isinstance(self.cursor, AsyncCursor):
+            return await self.cursor.__anext__()
+        try:
+            return next(self.cursor)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> CursorFacade:
+        if isinstance(self.cursor, AsyncCursor):
+            await self.cursor.__aenter__()
+        else:
+            self.cursor.__enter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if isinstance(self.cursor, AsyncCursor):
+            await self.cursor.__aexit__(*exc_info)
+        else:
+            self.cursor.__exit__(*exc_info)
+
+    async def aclose(self) -> None:
+        if isinstance(self.cursor, AsyncCursor):
+            await self.cursor.aclose()
+        else:
+            self.cursor.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.cursor.closed
+
+    @property
+    def buffered(self) -> int:
+        """How many rows the cursor object holds right now."""
+        return len(self.cursor._buffer)
 
 
 class StreamFacade:

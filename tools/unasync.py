@@ -24,6 +24,7 @@ FILES = {
     ROOT / "pgconnector" / "_router_async.py": ROOT / "pgconnector" / "_router.py",
     ROOT / "pgconnector" / "_multihost_async.py": ROOT / "pgconnector" / "_multihost.py",
     ROOT / "pgconnector" / "_listen_async.py": ROOT / "pgconnector" / "_listen.py",
+    ROOT / "pgconnector" / "_cursor_async.py": ROOT / "pgconnector" / "_cursor.py",
     ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_pool_async.py": (
         ROOT / "backends" / "psycopg" / "pgconnector_psycopg" / "_pool.py"
     ),
@@ -40,6 +41,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncManagedPool\b", "ManagedPool"),
     (r"\bAsyncBorrow\b", "Borrow"),
     (r"\bAsyncClient\b", "Client"),
+    (r"\bAsyncCursor\b", "Cursor"),
     (r"\bAsyncTransaction\b", "Transaction"),
     (r"\bAsyncPoolBackend\b", "PoolBackend"),
     (r"\bAsyncDriverConnection\b", "DriverConnection"),
@@ -62,6 +64,8 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\basynccontextmanager\b", "contextmanager"),
     (r"\b_pool_async\b", "_pool"),
     (r"\b_client_async\b", "_client"),
+    (r"\b_cursor_async\b", "_cursor"),
+    (r"\baclose\b", "close"),
     (r"\bALock\b", "Lock"),
     (r"\bAEvent\b", "Event"),
     (r"\bawait_event\b", "wait_event"),
@@ -69,6 +73,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\b__aexit__\b", "__exit__"),
     (r'"async"', '"sync"'),
     (r"\basync with\b", "with"),
+    (r"\basync for\b", "for"),
     (r"\basync def\b", "def"),
     (r"\bawait ", ""),
     (r"\(async\)", "(sync)"),

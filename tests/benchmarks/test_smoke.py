@@ -156,7 +156,7 @@ def test_listen_stream_received_every_notification(
 
 @pytest.mark.timeout(300)
 def test_executemany_every_way_left_every_row(results: dict[str, Any], run_dir: Path) -> None:
-    """(i): every backend x manager inserted the plan's rows each way (the runner counts them
+    """(j): every backend x manager inserted the plan's rows each way (the runner counts them
     and fails otherwise), the driver's own way only where the driver has one; reported."""
     many = results["executemany"]
     pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
@@ -168,7 +168,7 @@ def test_executemany_every_way_left_every_row(results: dict[str, Any], run_dir: 
         assert all(seconds > 0 for seconds in value["seconds"].values()), key
         assert value["vs_loop"] > 0, key
     markdown = (run_dir / "latest.md").read_text()
-    assert "## (i) executemany" in markdown
+    assert "## (j) executemany" in markdown
     for key in pairs:
         assert f"| `{key}` |" in markdown, key
 

@@ -141,6 +141,21 @@ async def test_unique_violation_inside_a_transaction_rolls_back_only_the_call(
         assert await count(c, table) == 7
 
 
+async def test_inside_the_transaction_a_cursor_opened(m: Any, table: str) -> None:
+    """A cursor outside transaction() opens a transaction that statements run meanwhile join:
+    executemany joins it too, under a savepoint of its own, so that a failing call leaves
+    the cursor and the transaction going; what the cursor's transaction holds is committed
+    when the cursor ends."""
+    async with m.connection() as c:
+        async with c.cursor("SELECT g FROM generate_series(1, 10) AS g", prefetch=2) as rows:
+            assert (await rows.__anext__())["g"] == 1
+            with pytest.raises(pgconnector.UniqueViolation):
+                await c.executemany(INSERT.format(table=table), small_rows(3) * 2)
+            await c.executemany(INSERT.format(table=table), small_rows(3))
+            assert [row["g"] async for row in rows] == list(range(2, 11))
+        assert await count(c, table) == 3
+
+
 @pytest.mark.parametrize("inside", [False, True], ids=["autocommit", "transaction"])
 async def test_wrong_length_row_is_refused_before_anything_is_sent(
     m: Any, table: str, inside: bool

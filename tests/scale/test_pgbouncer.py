@@ -368,3 +368,26 @@ async def test_transaction_pooling_without_the_switch(
     safe = through(bouncer, min_size=0, max_size=3)
     await safe.connect()
     assert await _prepare_on_one_server_run_on_another(safe) == []
+
+
+@pytest.mark.parametrize("pool_mode", POOL_MODES)
+async def test_cursor_through_pgbouncer(
+    pool_mode: Any, pgbouncer_factory: PgBouncerFactory, through: ManagerThrough
+) -> None:
+    """client.cursor() runs in a transaction of its own (or the caller's), so a transaction
+    pooler keeps one server connection for it; its DECLARE binds $n like any statement, past
+    psycopg's prepare threshold too."""
+    bouncer = pgbouncer_factory(pool_mode, default_pool_size=2)
+    m = through(bouncer, min_size=0, max_size=2)
+    await m.connect()
+    sql = "SELECT g AS n, $2::text || g AS s FROM generate_series(1, $1) AS g"
+    async with m.connection() as c:
+        for attempt in range(7):
+            got = [(r["n"], r["s"]) async for r in c.cursor(sql, 250, "r", prefetch=40)]
+            assert got == [(i, f"r{i}") for i in range(1, 251)], attempt
+            async for r in c.cursor(sql, 250, "r", prefetch=40):
+                if r["n"] == 50:
+                    break
+            async with c.transaction():
+                assert [r["n"] async for r in c.cursor(sql, 3, "t")] == [1, 2, 3]
+        assert await c.fetchval("SELECT count(*) FROM pg_cursors WHERE name <> ''") == 0
