@@ -63,6 +63,9 @@ class ClientFacade:
     ) -> CursorFacade:
         return CursorFacade(self.client.cursor(sql, *args, prefetch=prefetch, timeout=timeout))
 
+    async def executemany(self, sql: str, rows: Any, *, timeout: float | None = None) -> None:
+        await self._call("executemany", sql, rows, timeout=timeout)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[ClientFacade]:
         if isinstance(self.client, AsyncClient):
