@@ -1,4 +1,4 @@
-"""(j) COPY: ``copy_records_to_table`` of N three-column rows, on every pgconnector backend x
+"""(k) COPY: ``copy_records_to_table`` of N three-column rows, on every pgconnector backend x
 manager, against the driver's own bulk load in the same run:
 
 * psycopg: ``cursor.copy()`` + ``write_row`` (sync and async), what pgconnector's psycopg
@@ -231,7 +231,7 @@ def section(results: dict[str, Any]) -> list[str]:
         lines.append(f"| `{row['pair']}` | {row['rows_per_s']:,.0f} | {baseline} | {own} | "
                      f"{ratio} |")
     return [
-        "## (j) COPY: `copy_records_to_table` against the driver's own bulk load",
+        "## (k) COPY: `copy_records_to_table` against the driver's own bulk load",
         "",
         f"{copy['rows']:,} rows of three columns (int8, text, float8) into an emptied table, "
         "row count checked; rows per second, median of "

@@ -8,6 +8,7 @@ from typing import Any
 
 from _copy import section as copy_section
 from _cursor import section as cursor_section
+from _executemany import section as executemany_section
 from _listen import section as listen_section
 from _timeouts import section as timeouts_section
 
@@ -368,6 +369,7 @@ def markdown(results: dict[str, Any], title: str = "pgconnector benchmarks: late
     lines += listen_section(results)
     lines += timeouts_section(results)
     lines += cursor_section(results)
+    lines += executemany_section(results)
     lines += copy_section(results)
     return "\n".join(lines)
 

@@ -15,7 +15,12 @@ import sys
 import uuid
 from decimal import Decimal
 
-from pgconnector import AsyncConnectionManager, PoolConfig, UniqueViolation
+from pgconnector import (
+    AsyncConnectionManager,
+    PoolConfig,
+    StatementTimeoutError,
+    UniqueViolation,
+)
 
 
 async def main() -> None:
@@ -48,8 +53,29 @@ async def main() -> None:
                 print(f"duplicate: {exc.sqlstate} {exc.constraint_name}: {exc.detail}")
             for row in await db.fetch("SELECT * FROM orders ORDER BY id"):
                 print(dict(row))
+            # Many rows at once: pipelined, and all or nothing.
+            await db.executemany(
+                "INSERT INTO orders (id, item, price) VALUES ($1, $2, $3)",
+                [(i, f"cookie {i}", Decimal("1.10")) for i in range(10, 1010)],
+            )
+            # A large result streamed from a server-side cursor, 100 rows at a time.
+            streamed = 0
+            async for row in db.cursor("SELECT price FROM orders WHERE id >= $1", 10,
+                                       prefetch=100):
+                streamed += row["price"]
+            print("streamed:", streamed)
+            # A statement that takes too long is cancelled on the server; the client goes on.
+            try:
+                await db.fetchval("SELECT pg_sleep(10)", timeout=0.2)
+            except StatementTimeoutError as exc:
+                print(f"timed out: {exc.sqlstate}")
             print("total:", await db.fetchval("SELECT sum(price) FROM orders"))
             print("count:", await db.fetchval("SELECT count(*) FROM orders WHERE $1", True))
+        # LISTEN on a connection of its own; NOTIFY from a pooled one.
+        async with manager.listen("orders") as stream, manager.connection() as db:
+            await db.notify("orders", "order 3 placed")
+            note = await stream.get(timeout=10)
+            print(f"notified on {note.channel}: {note.payload}")
         health = await manager.health_check()
         print("healthy:", health.connected)
         stats = manager.get_pool_stats()

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._acompat import ALock
+from ._batch import argument_rows
 from ._copy import (
     check_columns,
     check_copy,
@@ -199,6 +200,82 @@ class AsyncClient:
                 f"payload: must be a str, not {type(payload).__name__}", field="payload"
             )
         await self.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+    async def executemany(
+        self, sql: str, rows: Iterable[Sequence[Any]], *, timeout: float | None = None
+    ) -> None:
+        """Run one statement (``$1, $2, …`` placeholders) once per row of arguments in
+        ``rows``, pipelined: the rows travel in batches, without a round trip each.
+
+        Atomic: outside :meth:`transaction` it runs in a transaction of its own, inside one
+        (or in the one a cursor opened) under a savepoint, so that when a row fails nothing of
+        this call is applied, and that row's :class:`~pgconnector.DatabaseError` (e.g.
+        ``UniqueViolation``) is raised; an enclosing transaction goes on. Arguments are the
+        types :meth:`execute` takes.
+
+        ``rows`` is any iterable (a generator too) of sequences; it is read in full before
+        anything is sent, so that a row whose length differs from the first row's (or that is
+        not a sequence) raises :class:`~pgconnector.ConfigError` naming its index and nothing
+        runs. No rows: nothing is sent. ``timeout`` (seconds) covers all the rows: when it
+        expires the statement is cancelled on the server and ``StatementTimeoutError`` is
+        raised, nothing of the call applied. Returns None; rows a statement returns are
+        discarded.
+        """
+        self._live()
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        batch = argument_rows(rows)
+        if not batch:
+            return None
+        if self._guard is not None:
+            async with self._guard:
+                await self._settle()  # may end the transaction an abandoned cursor opened
+        if self._cursor_tx and not self._tx_depth:
+            # Inside the transaction a cursor opened, which transaction() refuses to nest in:
+            # a savepoint of the call's own.
+            await self.execute("SAVEPOINT pgconnector_executemany")
+            try:
+                await self._executemany(sql, batch, timeout)
+            except BaseException:
+                if not (self._broken or self._released):
+                    with contextlib.suppress(ConnectionError):
+                        await self.execute("ROLLBACK TO SAVEPOINT pgconnector_executemany")
+                        await self.execute("RELEASE SAVEPOINT pgconnector_executemany")
+                raise
+            await self.execute("RELEASE SAVEPOINT pgconnector_executemany")
+            return None
+        async with self.transaction():
+            await self._executemany(sql, batch, timeout)
+        return None
+
+    async def _executemany(
+        self, sql: str, rows: list[tuple[Any, ...]], timeout: float | None
+    ) -> None:
+        conn = self._live()
+        if self._guard is not None:
+            async with self._guard:
+                await self._settle()
+                return await self._executemany_on(self._live(), sql, rows, timeout)
+        return await self._executemany_on(conn, sql, rows, timeout)
+
+    async def _executemany_on(
+        self,
+        conn: AsyncDriverConnection,
+        sql: str,
+        rows: list[tuple[Any, ...]],
+        timeout: float | None,
+    ) -> None:
+        if self._copy_out is not None:
+            await self._copy_out.aclose()  # a copy_out left unfinished: end it first
+        try:
+            await conn.executemany(sql, rows, timeout)
+        except ConnectionError:
+            self._broken = True
+            raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
 
     def transaction(self) -> AsyncTransaction:
         """A transaction block: ``BEGIN`` on enter, ``COMMIT`` on success, ``ROLLBACK`` when the

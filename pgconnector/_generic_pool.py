@@ -155,6 +155,13 @@ class RawConnection(Protocol):
         """Like :meth:`execute`; return the column names and decoded rows."""
         ...
 
+    def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        """Like :meth:`execute`, once per row, pipelined (see
+        :meth:`pgconnector.DriverConnection.executemany`); the pool handles ``timeout``."""
+        ...
+
     def server_parameter(self, name: str) -> str | None:
         """The value the server last reported for a run-time parameter, or None (no I/O)."""
         ...
@@ -860,6 +867,15 @@ class PooledConnection:
             return self.run_within(functools.partial(conn.fetch, sql, args), timeout)
         return self._core.run_op(self._entry, conn.fetch, sql, args)
 
+    def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        conn: RawConnection = self._entry.conn
+        if timeout is not None:
+            self.run_within(functools.partial(conn.executemany, sql, rows), timeout)
+            return
+        self._core.run_op(self._entry, conn.executemany, sql, rows)
+
     def run_within(self, call: Callable[[], T], timeout: float) -> T:
         """The generic pool's statement-timeout primitive (sync face): run ``call`` (driver
         calls on this connection) under ``timeout`` seconds. A timer thread sends
@@ -1085,6 +1101,11 @@ class AsyncPooledConnection:
     ) -> QueryResult:
         result: QueryResult = await self._run(self._entry.conn.fetch, sql, args, timeout=timeout)
         return result
+
+    async def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        await self._run(self._entry.conn.executemany, sql, rows, timeout=timeout)
 
     def server_parameter(self, name: str) -> str | None:
         conn: RawConnection = self._entry.conn

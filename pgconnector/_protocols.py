@@ -135,6 +135,16 @@ class DriverConnection(Protocol):
         None if it never did. No I/O: the driver keeps what it was told."""
         ...
 
+    def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        """Run one statement once per row of arguments, pipelined (the rows in batches, not a
+        round trip each), stopping at the first failing row and raising its error. The core
+        has checked the rows (all of one length, at least one) and opened a transaction or
+        savepoint around the call, which makes it atomic. ``timeout`` (seconds, None: none)
+        covers the whole call: cancel on the server, then raise ``StatementTimeoutError``."""
+        ...
+
     def copy_in(self, sql: str, chunks: Iterable[bytes], timeout: float | None = None) -> int:
         """Run ``sql``, a ``COPY … FROM STDIN`` (checked by the core), sending ``chunks`` as
         its data; return the number of rows copied. If iterating ``chunks`` raises, abort the
@@ -184,6 +194,10 @@ class AsyncDriverConnection(Protocol):
     ) -> QueryResult: ...
 
     def server_parameter(self, name: str) -> str | None: ...
+
+    async def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None: ...
 
     async def copy_in(
         self, sql: str, chunks: Iterable[bytes] | Any, timeout: float | None = None

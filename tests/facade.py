@@ -73,6 +73,9 @@ class ClientFacade:
     def copy_out(self, sql: str, **kwargs: Any) -> CopyOutFacade:
         return CopyOutFacade(self.client.copy_out(sql, **kwargs))
 
+    async def executemany(self, sql: str, rows: Any, *, timeout: float | None = None) -> None:
+        await self._call("executemany", sql, rows, timeout=timeout)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[ClientFacade]:
         if isinstance(self.client, AsyncClient):

@@ -39,6 +39,7 @@ from pgconnector_pg8000._driver import (  # noqa: E402
     Pg8000Connection,
     Pg8000Driver,
     check_options,
+    column_oid,
     param_oid,
 )
 
@@ -51,6 +52,18 @@ def test_backend_attributes() -> None:
         backend, "pg8000", supports_sync=True, supports_async=True, pure_python=True
     )
     backend.check_driver()
+
+
+def test_executemany_column_types() -> None:
+    """executemany Parses once: one type per column, ints widened to the largest, NULLs
+    taking the others' type, "unknown" (0: the server infers it) where the rows disagree."""
+    assert column_oid([1, 70000, None, 2**40]) == 20
+    assert column_oid([1, Decimal("1.5")]) == 1700
+    assert column_oid([None, 1.5, None]) == 701
+    assert column_oid([None, None]) == 0
+    assert column_oid([1, "one"]) == 0
+    assert column_oid([[1, 2], [3, None]]) == 1005
+    assert column_oid([[1], ["a"]]) == 0
 
 
 def test_parameter_types_follow_psycopg() -> None:

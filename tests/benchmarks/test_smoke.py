@@ -155,8 +155,27 @@ def test_listen_stream_received_every_notification(
 
 
 @pytest.mark.timeout(300)
+def test_executemany_every_way_left_every_row(results: dict[str, Any], run_dir: Path) -> None:
+    """(j): every backend x manager inserted the plan's rows each way (the runner counts them
+    and fails otherwise), the driver's own way only where the driver has one; reported."""
+    many = results["executemany"]
+    pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
+    assert set(many["pairs"]) == pairs
+    assert many["rows"] == results["plan"]["executemany_rows"]
+    for key, value in many["pairs"].items():
+        ways = {"pgconnector", "loop"} | ({"driver"} if not key.startswith("pg8000") else set())
+        assert set(value["seconds"]) == ways, key
+        assert all(seconds > 0 for seconds in value["seconds"].values()), key
+        assert value["vs_loop"] > 0, key
+    markdown = (run_dir / "latest.md").read_text()
+    assert "## (j) executemany" in markdown
+    for key in pairs:
+        assert f"| `{key}` |" in markdown, key
+
+
+@pytest.mark.timeout(300)
 def test_copy_loaded_every_row(results: dict[str, Any], run_dir: Path) -> None:
-    """(j): copy_records_to_table on every backend x manager loaded every row (the runner
+    """(k): copy_records_to_table on every backend x manager loaded every row (the runner
     counts them), beside the driver's own load; reported with the ratio."""
     copy = results["copy"]
     pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
@@ -167,12 +186,11 @@ def test_copy_loaded_every_row(results: dict[str, Any], run_dir: Path) -> None:
         if row["baseline"] is not None:
             assert row["ratio"] > 0, row
     markdown = (run_dir / "latest.md").read_text()
-    assert "## (j) COPY" in markdown
+    assert "## (k) COPY" in markdown
     for key in pairs:
         assert f"| `{key}` |" in markdown, key
 
 
-@pytest.mark.timeout(300)
 def test_timeouts_measured_for_every_pair(results: dict[str, Any], run_dir: Path) -> None:
     """(h): the cost of ``timeout=`` and the time to a cancelled statement's error, for every
     backend x manager; reported."""

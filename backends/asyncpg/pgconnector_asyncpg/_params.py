@@ -35,6 +35,7 @@ import math
 import os
 import random
 import socket
+import ssl
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -271,7 +272,12 @@ def driver_message(exc: BaseException, secrets: Iterable[str | None]) -> str:
     """The driver error as one redacted line (named by its type when it has no message),
     with the server's SQLSTATE when it sent one (as the other backends' messages have it)."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
+    if (
+        isinstance(exc, OSError)
+        and not isinstance(exc, ssl.SSLError)  # its errno is OpenSSL's, its text the reason
+        and exc.errno is not None
+        and exc.errno > 0
+    ):
         # asyncpg's "[Errno 111] Connect call failed ('127.0.0.1', 5432)" repeats the address
         # the message names already: the reason is "Connection refused".
         text = os.strerror(exc.errno)

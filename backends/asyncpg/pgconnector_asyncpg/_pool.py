@@ -388,6 +388,25 @@ class AsyncpgConnection:
         # Row needs, and it builds its tuple from each record once (in C).
         return tuple(records[0].keys()), cast(Sequence[Sequence[Any]], records)
 
+    async def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        if timeout is not None:
+            con = self._con
+            await self.run_within(lambda t: con.executemany(sql, rows, timeout=t), timeout)
+            return
+        self.running = True
+        try:
+            # asyncpg's own executemany: the rows' Bind/Execute messages pipelined, one Sync.
+            await self._con.executemany(sql, rows)
+        except Exception as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._ended()
+
     # COPY: asyncpg's own, inside the same translation as every statement.
 
     async def copy_in(self, sql: str, chunks: AsyncChunks, timeout: float | None = None) -> int:

@@ -38,7 +38,7 @@ import ssl
 import struct
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -87,6 +87,7 @@ _CANCEL_REQUEST_CODE = 80877102
 
 _READY_FOR_QUERY = b"Z"
 _ERROR_RESPONSE = b"E"
+_DATA_ROW = b"D"
 _COPY_IN_RESPONSE = b"G"
 _COPY_DATA = b"d"
 
@@ -98,6 +99,12 @@ def _message(code: bytes, payload: bytes = b"") -> bytes:
 _DESCRIBE_PORTAL = _message(b"D", b"P\x00")
 _EXECUTE = _message(b"E", b"\x00" + _I32.pack(0))
 _SYNC = _message(b"S")
+#: executemany's batches: at most this many rows per Sync, and a batch is sent once it
+#: reaches this many bytes. A write that small completes into the sockets' buffers even if
+#: the server has stopped reading because it is blocked writing its replies (large rows from
+#: RETURNING) to us, who read them only after the write: no deadlock whatever the replies.
+BATCH_ROWS = 1000
+BATCH_BYTES = 64 * 1024
 _COPY_FAIL = _message(b"f", b"COPY FROM STDIN runs through copy_in() in pgconnector\x00")
 _COPY_DONE = _message(b"c")
 _COPY_CANCELLED = _message(b"f", b"COPY cancelled by the client\x00")
@@ -206,22 +213,31 @@ def param_oid(value: Any) -> int:
     return _OIDS.get(kind, 0)
 
 
-def _array_oid(values: list[Any]) -> int:
+def column_oid(values: Iterable[Any]) -> int:
+    """One parameter type for a column of values (executemany Parses once): as
+    :func:`param_oid` chooses for them all, ints widened to the largest; 0 (the server
+    infers it) when they disagree. NULLs take the other values' type."""
     element = 0
     for value in values:
         if value is None:
             continue
-        if isinstance(value, list):
-            return 0  # multi-dimensional: let the server infer it
         oid = param_oid(value)
-        if oid in (_INT2, _INT4, _INT8, _NUMERIC) and element in (_INT2, _INT4, _INT8, _NUMERIC):
-            oid = max(oid, element, key=(_INT2, _INT4, _INT8, _NUMERIC).index)
+        if oid in _INTS and element in _INTS:
+            oid = max(oid, element, key=_INTS.index)
         elif element and oid != element:
             return 0
         element = oid
-    return _ARRAY_OIDS.get(element, 0)
+    return element
 
 
+def _array_oid(values: list[Any]) -> int:
+    for value in values:
+        if isinstance(value, list):
+            return 0  # multi-dimensional: let the server infer it
+    return _ARRAY_OIDS.get(column_oid(values), 0)
+
+
+_INTS = (_INT2, _INT4, _INT8, _NUMERIC)
 _TIMESTAMPTZ, _TIMESTAMPTZ_ARRAY = 1184, 1185
 _INET, _INET_ARRAY, _CIDR, _CIDR_ARRAY = 869, 1041, 650, 651
 
@@ -256,6 +272,7 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
         #: connection in step with the server.
         self.pgc_ready = True
         self.pgc_in_extended = False
+        self.pgc_discard_rows = False
         #: Set by a cancel: a running copy_in stops reading its source.
         self.pgc_stop = False
         super().__init__(*args, **kwargs)
@@ -310,6 +327,8 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
             data = _read_exact(sock, length - 4)
             if failure is not None and code != _READY_FOR_QUERY:
                 continue  # draining up to ReadyForQuery after a client-side error
+            if code == _DATA_ROW and self.pgc_discard_rows:
+                continue  # executemany: rows a statement returns are not kept
             if copy_out and code == _COPY_DATA:
                 pending += data
                 if len(pending) >= CHUNK_SIZE:
@@ -376,12 +395,65 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
 
     def pgc_extended(self, sql: str, oids: Sequence[int], params: Sequence[str | None]) -> Any:
         """One statement with arguments, in one round trip."""
-        encoding = self._client_encoding
-        parse = bytearray(b"\x00")
-        parse += sql.encode(encoding) + b"\x00"
+        context = Context(sql)
+        self.pgc_ready = False
+        self.pgc_in_extended = True
+        _write_all(
+            self._sock,
+            b"".join((self._pgc_parse(sql, oids), self._pgc_bind(params), _DESCRIBE_PORTAL,
+                      _EXECUTE, _SYNC)),
+        )
+        self.handle_messages(context)
+        return context
+
+    def pgc_executemany(
+        self, sql: str, oids: Sequence[int], rows: Iterable[Sequence[str | None]]
+    ) -> Any:
+        """One statement, Parsed once, then Bind/Execute for each row of (formatted)
+        arguments, pipelined: a batch of rows (at most :data:`BATCH_ROWS` and
+        :data:`BATCH_BYTES`, or one bigger row) goes out in one write ending with one Sync,
+        and its replies are read before the next batch is sent (see :data:`BATCH_BYTES`).
+        The first failing row's error is raised after its batch's ReadyForQuery (the server
+        skips the rest of the batch); the later batches are never sent. Atomic only inside a
+        transaction, which the core opens."""
+        context = Context(sql)
+        self.pgc_in_extended = True
+        self.pgc_discard_rows = True
+        try:
+            pending = bytearray(self._pgc_parse(sql, oids))
+            count = 0
+            for params in rows:
+                message = self._pgc_bind(params) + _EXECUTE
+                # Only a batch of one row may be bigger than BATCH_BYTES: the server reads
+                # that row whole before it replies to it.
+                if count and (count >= BATCH_ROWS or len(pending) + len(message) > BATCH_BYTES):
+                    self._pgc_send_batch(pending, context)
+                    pending = bytearray()
+                    count = 0
+                pending += message
+                count += 1
+            if count:
+                self._pgc_send_batch(pending, context)
+        finally:
+            self.pgc_discard_rows = False
+        return context
+
+    def _pgc_send_batch(self, pending: bytearray, context: Any) -> None:
+        pending += _SYNC
+        self.pgc_ready = False
+        _write_all(self._sock, pending)  # one write, one flush: one round trip per batch
+        self.handle_messages(context)
+
+    def _pgc_parse(self, sql: str, oids: Sequence[int]) -> bytes:
+        parse = bytearray(b"\x00")  # the unnamed statement
+        parse += sql.encode(self._client_encoding) + b"\x00"
         parse += _U16.pack(len(oids))
         for oid in oids:
             parse += _I32.pack(oid)
+        return _message(b"P", bytes(parse))
+
+    def _pgc_bind(self, params: Sequence[str | None]) -> bytes:
+        encoding = self._client_encoding
         bind = bytearray(b"\x00\x00")  # unnamed portal, unnamed statement
         bind += _I16.pack(0)  # every parameter in text format
         bind += _U16.pack(len(params))
@@ -393,16 +465,7 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
                 bind += _I32.pack(len(value))
                 bind += value
         bind += _I16.pack(0)  # every result column in text format
-        context = Context(sql)
-        self.pgc_ready = False
-        self.pgc_in_extended = True
-        _write_all(
-            self._sock,
-            b"".join((_message(b"P", bytes(parse)), _message(b"B", bytes(bind)),
-                      _DESCRIBE_PORTAL, _EXECUTE, _SYNC)),
-        )
-        self.handle_messages(context)
-        return context
+        return _message(b"B", bytes(bind))
 
 
     def pgc_copy_in(self, sql: str, chunks: Iterable[bytes]) -> Any:
@@ -442,7 +505,7 @@ def _read_exact(sock: Any, size: int) -> bytes:
         raise InterfaceError("network error") from exc
 
 
-def _write_all(sock: Any, data: bytes) -> None:
+def _write_all(sock: Any, data: bytes | bytearray) -> None:
     try:
         sock.write(data)
         sock.flush()
@@ -530,6 +593,21 @@ class Pg8000Raw:
             return [], []
         return [column["name"] for column in columns], rows or []
 
+    def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        if self._broken is not None:
+            raise self._driver.broken(self._broken)
+        conn = self._conn
+        # Every row formatted before anything is sent, as for execute. The statement is
+        # Parsed once, so each column gets one parameter type: the one psycopg would choose
+        # for its values (ints widened to the largest), or "unknown" (the server infers it)
+        # where the rows disagree.
+        py_types = conn.py_types
+        params = [[make_param(py_types, value) for value in row] for row in rows]
+        oids = [column_oid(column) for column in zip(*rows, strict=True)] if rows[0] else []
+        self._guarded(conn.pgc_executemany, sql, oids, params)
+
     def _run(self, sql: str, args: Sequence[Any]) -> Any:
         if self._broken is not None:
             raise self._driver.broken(self._broken)
@@ -540,11 +618,16 @@ class Pg8000Raw:
             py_types = conn.py_types
             oids = [param_oid(value) for value in args]
             params = [make_param(py_types, value) for value in args]
+            return self._guarded(conn.pgc_extended, sql, oids, params)
+        return self._guarded(conn.pgc_simple, sql)
+
+    def _guarded(self, send: Callable[..., Any], *args: Any) -> Any:
+        """Run one exchange of ``conn`` (``send(*args)``): alone on the connection, its
+        failure translated (the server's error by SQLSTATE; a broken connection marked)."""
+        conn = self._conn
         self._begin()
         try:
-            if args:
-                return conn.pgc_extended(sql, oids, params)
-            return conn.pgc_simple(sql)
+            return send(*args)
         except Exception as exc:
             error = self._error(exc)
             if error is exc:
@@ -592,21 +675,7 @@ class Pg8000Raw:
     def copy_in(self, sql: str, chunks: Iterable[bytes]) -> int:
         if self._broken is not None:
             raise self._driver.broken(self._broken)
-        conn = self._conn
-        self._begin()
-        try:
-            context = conn.pgc_copy_in(sql, chunks)
-        except Exception as exc:
-            error = self._error(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        except BaseException as exc:
-            if not conn.pgc_ready:
-                self._broken = exc
-            raise
-        finally:
-            self._end()
+        context = self._guarded(self._conn.pgc_copy_in, sql, chunks)
         return max(int(context.row_count), 0)
 
     def copy_out(self, sql: str) -> Iterator[bytes]:

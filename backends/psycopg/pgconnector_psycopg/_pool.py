@@ -205,6 +205,22 @@ class PsycopgConnection:
             raise error from exc
         return names, rows
 
+    def executemany(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
+    ) -> None:
+        if timeout is not None:
+            return self.run_within(lambda: self.executemany(sql, rows), timeout)
+        try:
+            cursor = self._raw.cursor()
+            # psycopg's own executemany: in pipeline mode (libpq >= 14), every row's
+            # Bind/Execute sent without waiting for the previous result, one Sync at the end.
+            cursor.executemany(sql, rows)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
     # COPY: psycopg's own (cursor.copy), inside the same translation as every statement.
 
     def copy_in(
