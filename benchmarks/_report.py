@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _copy import section as copy_section
 from _cursor import section as cursor_section
 from _executemany import section as executemany_section
 from _listen import section as listen_section
@@ -369,6 +370,7 @@ def markdown(results: dict[str, Any], title: str = "pgconnector benchmarks: late
     lines += timeouts_section(results)
     lines += cursor_section(results)
     lines += executemany_section(results)
+    lines += copy_section(results)
     return "\n".join(lines)
 
 

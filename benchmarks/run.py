@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import _copy
 import _cursor
 import _executemany
 import _listen
@@ -70,6 +71,8 @@ class Plan:
     audit_ops: int = 50
     listen_notifications: int = 10_000
     listen_reps: int = 3
+    copy_rows: int = 1_000_000
+    copy_reps: int = 3
     timeout_queries: int = 5_000
     timeout_reps: int = 3
     cursor_rows: int = 1_000_000
@@ -84,7 +87,8 @@ SMOKE = Plan(reps=1, warmup_s=0.01, cycle_s=0.03, select1_s=0.03, health_s=0.03,
              scaling_sizes=(1, 10, 20), scaling_waiters=(1, 10, 100), scaling_cycles=600,
              waiter_cycles=300, scaling_reps=1, audit_ops=10, listen_notifications=200,
              listen_reps=1, timeout_queries=50, timeout_reps=1, cursor_rows=5_000,
-             cursor_reps=1, executemany_rows=200, executemany_reps=1)
+             cursor_reps=1, executemany_rows=200, executemany_reps=1, copy_rows=2_000,
+             copy_reps=1)
 
 # Connections open at once at the peak: every subject's pool of 10, a scaling pool of 200,
 # pgbench's 64 clients, with room to spare.
@@ -418,6 +422,9 @@ async def run_all(plan: Plan, specs: list[s.Spec], meta: dict[str, Any]) -> dict
             results["executemany"] = await _executemany.measure_executemany(
                 target.dsn, plan.executemany_rows, plan.executemany_reps
             )
+            log("(k) COPY")
+            results["copy"] = await _copy.measure_copy(target.dsn, plan.copy_rows,
+                                                       plan.copy_reps)
         finally:
             await close_all(subjects)
     return results

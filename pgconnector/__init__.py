@@ -15,8 +15,8 @@ Importing this package imports no database driver.
 
 from __future__ import annotations
 
-from ._client import Client, Transaction
-from ._client_async import AsyncClient, AsyncTransaction
+from ._client import Client, CopyOut, Transaction
+from ._client_async import AsyncClient, AsyncCopyOut, AsyncTransaction
 from ._config import (
     ConnectParams,
     PoolConfig,
@@ -92,6 +92,8 @@ __all__ = [
     "AsyncClient",
     "Transaction",
     "AsyncTransaction",
+    "CopyOut",
+    "AsyncCopyOut",
     "Row",
     "Cursor",
     "AsyncCursor",

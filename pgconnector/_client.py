@@ -14,6 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._acompat import Lock
 from ._batch import argument_rows
+from ._copy import (
+    check_columns,
+    check_copy,
+    check_identifier,
+    checked_records,
+    copy_records_sql,
+    encode_records,
+    source_chunks,
+)
 from ._cursor import Cursor
 from ._listen_base import check_channel, quote_ident
 from ._protocols import DriverConnection, QueryResult
@@ -24,7 +33,7 @@ from .errors import ActiveSqlTransaction, ClientReleasedError, ConfigError, Conn
 if TYPE_CHECKING:
     from ._pool import ManagedPool
 
-__all__ = ["Client", "Transaction"]
+__all__ = ["Client", "Transaction", "CopyOut"]
 
 REVOKED = (
     "disconnect() closed the pool while this client was borrowed, and closed its connection"
@@ -47,9 +56,9 @@ class Client:
     """
 
     __slots__ = (
-        "__weakref__", "_broken", "_conn", "_cursor_seq", "_cursor_tx", "_dead_levels",
-        "_granted", "_guard", "_levels", "_orphans", "_pool", "_released", "_revoked",
-        "_settler", "_tx_depth",
+        "__weakref__", "_broken", "_conn", "_copy_out", "_cursor_seq", "_cursor_tx",
+        "_dead_levels", "_granted", "_guard", "_levels", "_orphans", "_pool", "_released",
+        "_revoked", "_settler", "_tx_depth",
     )
 
     def __init__(self, conn: DriverConnection, pool: ManagedPool) -> None:
@@ -73,6 +82,8 @@ class Client:
         self._cursor_tx = 0  # open cursors in the transaction that cursors opened themselves
         self._levels: list[int] = []  # ids of the open transaction levels, outermost first
         self._dead_levels: set[int] = set()  # savepoints rolled back in the open transaction
+        #: The copy_out() being read, if any: the connection is inside its COPY until it ends.
+        self._copy_out: CopyOut | None = None
 
     def _live(self) -> DriverConnection:
         if self._released:
@@ -106,6 +117,8 @@ class Client:
         args: Sequence[Any],
         timeout: float | None = None,
     ) -> str:
+        if self._copy_out is not None:
+            self._copy_out.close()  # a copy_out left unfinished: end it first
         try:
             return conn.execute(sql, args, timeout)
         except ConnectionError:
@@ -129,6 +142,8 @@ class Client:
     def _fetch_on(
         self, conn: DriverConnection, sql: str, args: Sequence[Any], timeout: float | None
     ) -> QueryResult:
+        if self._copy_out is not None:
+            self._copy_out.close()  # a copy_out left unfinished: end it first
         try:
             return conn.fetch(sql, args, timeout)
         except ConnectionError:
@@ -247,6 +262,8 @@ class Client:
         rows: list[tuple[Any, ...]],
         timeout: float | None,
     ) -> None:
+        if self._copy_out is not None:
+            self._copy_out.close()  # a copy_out left unfinished: end it first
         try:
             conn.executemany(sql, rows, timeout)
         except ConnectionError:
@@ -285,6 +302,11 @@ class Client:
         """Give the connection back to the pool. Calling it again does nothing."""
         if self._released:
             return
+        if self._copy_out is not None:
+            try:
+                self._copy_out.close()
+            except Exception:
+                self._broken = True  # the pool discards the connection
         if self._guard is None:
             self._pool.release(self)
             return
@@ -303,6 +325,84 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+    # -- COPY ------------------------------------------------------------------------------
+
+    def copy_records_to_table(
+        self,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        schema: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Bulk-load ``records`` (rows of values, None for NULL) into ``table`` with COPY;
+        return the number of rows copied. ``table``, ``schema`` and ``columns`` are
+        identifiers, quoted as such (case and spaces kept). All or nothing: a failing row, or
+        one whose length differs from the first (``ConfigError`` naming it), leaves nothing
+        of the call applied."""
+        check_identifier(table, "table")
+        if schema is not None:
+            check_identifier(schema, "schema")
+        names = check_columns(columns)
+        timeout = check_timeout(timeout)
+        rows = checked_records(records, len(names) if names else None)
+        count: int = self._guarded(_copy_records, table, schema, names, rows, timeout)
+        return count
+
+    def copy_in(
+        self,
+        sql: str,
+        source: Any,
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Run ``COPY … FROM STDIN`` with the data of ``source``: ``bytes``, ``str``, a binary
+        file object, or an iterable (on the async client, also an async iterable) of
+        ``bytes`` chunks. Return the number of rows copied. Any other statement raises
+        ``ConfigError`` and runs nothing."""
+        check_copy(sql, "in")
+        timeout = check_timeout(timeout)
+        chunks = source_chunks(source, allow_async=False)
+        count: int = self._guarded(_copy_in, sql, chunks, timeout)
+        return count
+
+    def copy_out(self, sql: str, *, timeout: float | None = None) -> CopyOut:
+        """Run ``COPY … TO STDOUT`` and iterate over its data as ``bytes`` chunks (one or more
+        rows each, never a row split). Any other statement raises ``ConfigError`` and runs
+        nothing. The COPY starts with the first chunk asked for; leaving the iteration early
+        (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
+        the connection usable, and so does the client's next statement or its release; inside
+        a transaction that cancel aborts the transaction, as any error does. ``timeout``
+        covers the whole COPY, from the first chunk to the last."""
+        check_copy(sql, "out")
+        timeout = check_timeout(timeout)
+        self._live()
+        return CopyOut(self, sql, timeout)
+
+    def _guarded(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, a driver call, under the cursors' guard once one exists (as
+        :meth:`execute`), with the client's failure bookkeeping."""
+        conn = self._live()
+        if self._guard is not None:
+            with self._guard:
+                self._settle()
+                return self._call_on(self._live(), fn, *args)
+        return self._call_on(conn, fn, *args)
+
+    def _call_on(self, conn: DriverConnection, fn: Any, *args: Any) -> Any:
+        if self._copy_out is not None:
+            self._copy_out.close()
+        try:
+            return fn(conn, *args)
+        except ConnectionError:
+            self._broken = True
+            raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
 
     # -- cursors -------------------------------------------------------------------------
 
@@ -493,3 +593,119 @@ class Transaction:
                 client.execute(f"RELEASE SAVEPOINT pgconnector_{depth}")
         except ConnectionError:
             pass  # the connection died too; release() will discard it, the original error wins
+
+
+def _copy_records(
+    conn: DriverConnection,
+    table: str,
+    schema: str | None,
+    columns: Sequence[str] | None,
+    rows: Iterable[Sequence[Any]],
+    timeout: float | None,
+) -> int:
+    own = getattr(conn, "copy_records", None)
+    if own is not None:
+        # The driver's own record COPY (it sends the values as arguments would be sent).
+        count: int = own(table, schema, columns, rows, timeout)
+        return count
+    sql = copy_records_sql(table, schema, columns)
+    return conn.copy_in(sql, encode_records(rows), timeout)
+
+
+def _copy_in(
+    conn: DriverConnection, sql: str, chunks: Any, timeout: float | None
+) -> int:
+    return conn.copy_in(sql, chunks, timeout)
+
+
+class CopyOut:
+    """What :meth:`Client.copy_out` returns: an async iterator of ``bytes`` chunks, and an
+    async context manager that ends the COPY on leaving. ``close()`` ends it early: the COPY
+    is cancelled on the server, the rest of its data dropped, and the connection stays
+    usable."""
+
+    __slots__ = ("_chunks", "_client", "_done", "_sql", "_timeout")
+
+    def __init__(self, client: Client, sql: str, timeout: float | None) -> None:
+        self._client = client
+        self._sql = sql
+        self._timeout = timeout
+        self._chunks: Any = None
+        self._done = False
+
+    def __iter__(self) -> CopyOut:
+        return self
+
+    def __next__(self) -> bytes:
+        client = self._client
+        if self._done:
+            client._live()  # released meanwhile (which ended the COPY): say so
+            raise StopIteration
+        if client._guard is not None:
+            # One step at a time under the cursors' guard, never held between chunks: the
+            # client's next statement (which ends this COPY) must not wait for the reader.
+            with client._guard:
+                client._settle()
+                return self._step()
+        return self._step()
+
+    def _step(self) -> bytes:
+        client = self._client
+        chunks = self._chunks
+        if chunks is None:
+            conn = client._live()
+            if client._copy_out is not None:
+                client._copy_out.close()
+            chunks = self._chunks = conn.copy_out(self._sql, self._timeout)
+            client._copy_out = self
+        try:
+            chunk: bytes = chunks.__next__()
+            return chunk
+        except StopIteration:
+            self._end()
+            raise
+        except ConnectionError:
+            self._end()
+            client._broken = True
+            raise
+        except Exception as exc:
+            self._end()
+            if not client._revoked:
+                raise
+            raise client._lost(exc) from exc
+        except BaseException:
+            # Interrupted (a cancelled task): the driver's iterator ended the COPY as it
+            # unwound, or left the connection for the release to deal with.
+            self._end()
+            raise
+
+    def _end(self) -> None:
+        self._done = True
+        self._chunks = None
+        if self._client._copy_out is self:
+            self._client._copy_out = None
+
+    def close(self) -> None:
+        """End the COPY now if it still runs (cancelled on the server, the connection kept
+        usable). Idempotent. Raises :class:`~pgconnector.ConnectionError` if the connection
+        broke meanwhile."""
+        chunks = self._chunks
+        self._end()
+        if chunks is None:
+            return
+        try:
+            chunks.close()
+        except ConnectionError:
+            self._client._broken = True
+            raise
+
+    def __enter__(self) -> CopyOut:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -17,6 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._acompat import ALock
 from ._batch import argument_rows
+from ._copy import (
+    check_columns,
+    check_copy,
+    check_identifier,
+    checked_records,
+    copy_records_sql,
+    encode_records,
+    source_chunks,
+)
 from ._cursor_async import AsyncCursor
 from ._listen_base import check_channel, quote_ident
 from ._protocols import AsyncDriverConnection, QueryResult
@@ -27,7 +36,7 @@ from .errors import ActiveSqlTransaction, ClientReleasedError, ConfigError, Conn
 if TYPE_CHECKING:
     from ._pool_async import AsyncManagedPool
 
-__all__ = ["AsyncClient", "AsyncTransaction"]
+__all__ = ["AsyncClient", "AsyncTransaction", "AsyncCopyOut"]
 
 REVOKED = (
     "disconnect() closed the pool while this client was borrowed, and closed its connection"
@@ -50,9 +59,9 @@ class AsyncClient:
     """
 
     __slots__ = (
-        "__weakref__", "_broken", "_conn", "_cursor_seq", "_cursor_tx", "_dead_levels",
-        "_granted", "_guard", "_levels", "_orphans", "_pool", "_released", "_revoked",
-        "_settler", "_tx_depth",
+        "__weakref__", "_broken", "_conn", "_copy_out", "_cursor_seq", "_cursor_tx",
+        "_dead_levels", "_granted", "_guard", "_levels", "_orphans", "_pool", "_released",
+        "_revoked", "_settler", "_tx_depth",
     )
 
     def __init__(self, conn: AsyncDriverConnection, pool: AsyncManagedPool) -> None:
@@ -76,6 +85,8 @@ class AsyncClient:
         self._cursor_tx = 0  # open cursors in the transaction that cursors opened themselves
         self._levels: list[int] = []  # ids of the open transaction levels, outermost first
         self._dead_levels: set[int] = set()  # savepoints rolled back in the open transaction
+        #: The copy_out() being read, if any: the connection is inside its COPY until it ends.
+        self._copy_out: AsyncCopyOut | None = None
 
     def _live(self) -> AsyncDriverConnection:
         if self._released:
@@ -109,6 +120,8 @@ class AsyncClient:
         args: Sequence[Any],
         timeout: float | None = None,
     ) -> str:
+        if self._copy_out is not None:
+            await self._copy_out.aclose()  # a copy_out left unfinished: end it first
         try:
             return await conn.execute(sql, args, timeout)
         except ConnectionError:
@@ -132,6 +145,8 @@ class AsyncClient:
     async def _fetch_on(
         self, conn: AsyncDriverConnection, sql: str, args: Sequence[Any], timeout: float | None
     ) -> QueryResult:
+        if self._copy_out is not None:
+            await self._copy_out.aclose()  # a copy_out left unfinished: end it first
         try:
             return await conn.fetch(sql, args, timeout)
         except ConnectionError:
@@ -250,6 +265,8 @@ class AsyncClient:
         rows: list[tuple[Any, ...]],
         timeout: float | None,
     ) -> None:
+        if self._copy_out is not None:
+            await self._copy_out.aclose()  # a copy_out left unfinished: end it first
         try:
             await conn.executemany(sql, rows, timeout)
         except ConnectionError:
@@ -288,6 +305,11 @@ class AsyncClient:
         """Give the connection back to the pool. Calling it again does nothing."""
         if self._released:
             return
+        if self._copy_out is not None:
+            try:
+                await self._copy_out.aclose()
+            except Exception:
+                self._broken = True  # the pool discards the connection
         if self._guard is None:
             await self._pool.release(self)
             return
@@ -306,6 +328,87 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.release()
+
+    # -- COPY ------------------------------------------------------------------------------
+
+    async def copy_records_to_table(
+        self,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        schema: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Bulk-load ``records`` (rows of values, None for NULL) into ``table`` with COPY;
+        return the number of rows copied. ``table``, ``schema`` and ``columns`` are
+        identifiers, quoted as such (case and spaces kept). All or nothing: a failing row, or
+        one whose length differs from the first (``ConfigError`` naming it), leaves nothing
+        of the call applied."""
+        check_identifier(table, "table")
+        if schema is not None:
+            check_identifier(schema, "schema")
+        names = check_columns(columns)
+        timeout = check_timeout(timeout)
+        rows = checked_records(records, len(names) if names else None)
+        count: int = await self._guarded(_copy_records, table, schema, names, rows, timeout)
+        return count
+
+    async def copy_in(
+        self,
+        sql: str,
+        source: Any,
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Run ``COPY … FROM STDIN`` with the data of ``source``: ``bytes``, ``str``, a binary
+        file object, or an iterable (on the async client, also an async iterable) of
+        ``bytes`` chunks. Return the number of rows copied. Any other statement raises
+        ``ConfigError`` and runs nothing."""
+        check_copy(sql, "in")
+        timeout = check_timeout(timeout)
+        # ASYNC
+        chunks = source_chunks(source, allow_async=True)
+        # SYNC: chunks = source_chunks(source, allow_async=False)
+        # END
+        count: int = await self._guarded(_copy_in, sql, chunks, timeout)
+        return count
+
+    def copy_out(self, sql: str, *, timeout: float | None = None) -> AsyncCopyOut:
+        """Run ``COPY … TO STDOUT`` and iterate over its data as ``bytes`` chunks (one or more
+        rows each, never a row split). Any other statement raises ``ConfigError`` and runs
+        nothing. The COPY starts with the first chunk asked for; leaving the iteration early
+        (``break``, ``close()``, a ``with`` block's end) cancels it on the server and leaves
+        the connection usable, and so does the client's next statement or its release; inside
+        a transaction that cancel aborts the transaction, as any error does. ``timeout``
+        covers the whole COPY, from the first chunk to the last."""
+        check_copy(sql, "out")
+        timeout = check_timeout(timeout)
+        self._live()
+        return AsyncCopyOut(self, sql, timeout)
+
+    async def _guarded(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, a driver call, under the cursors' guard once one exists (as
+        :meth:`execute`), with the client's failure bookkeeping."""
+        conn = self._live()
+        if self._guard is not None:
+            async with self._guard:
+                await self._settle()
+                return await self._call_on(self._live(), fn, *args)
+        return await self._call_on(conn, fn, *args)
+
+    async def _call_on(self, conn: AsyncDriverConnection, fn: Any, *args: Any) -> Any:
+        if self._copy_out is not None:
+            await self._copy_out.aclose()
+        try:
+            return await fn(conn, *args)
+        except ConnectionError:
+            self._broken = True
+            raise
+        except Exception as exc:
+            if not self._revoked:
+                raise
+            raise self._lost(exc) from exc
 
     # -- cursors -------------------------------------------------------------------------
 
@@ -510,3 +613,119 @@ class AsyncTransaction:
                 await client.execute(f"RELEASE SAVEPOINT pgconnector_{depth}")
         except ConnectionError:
             pass  # the connection died too; release() will discard it, the original error wins
+
+
+async def _copy_records(
+    conn: AsyncDriverConnection,
+    table: str,
+    schema: str | None,
+    columns: Sequence[str] | None,
+    rows: Iterable[Sequence[Any]],
+    timeout: float | None,
+) -> int:
+    own = getattr(conn, "copy_records", None)
+    if own is not None:
+        # The driver's own record COPY (it sends the values as arguments would be sent).
+        count: int = await own(table, schema, columns, rows, timeout)
+        return count
+    sql = copy_records_sql(table, schema, columns)
+    return await conn.copy_in(sql, encode_records(rows), timeout)
+
+
+async def _copy_in(
+    conn: AsyncDriverConnection, sql: str, chunks: Any, timeout: float | None
+) -> int:
+    return await conn.copy_in(sql, chunks, timeout)
+
+
+class AsyncCopyOut:
+    """What :meth:`AsyncClient.copy_out` returns: an async iterator of ``bytes`` chunks, and an
+    async context manager that ends the COPY on leaving. ``aclose()`` ends it early: the COPY
+    is cancelled on the server, the rest of its data dropped, and the connection stays
+    usable."""
+
+    __slots__ = ("_chunks", "_client", "_done", "_sql", "_timeout")
+
+    def __init__(self, client: AsyncClient, sql: str, timeout: float | None) -> None:
+        self._client = client
+        self._sql = sql
+        self._timeout = timeout
+        self._chunks: Any = None
+        self._done = False
+
+    def __aiter__(self) -> AsyncCopyOut:
+        return self
+
+    async def __anext__(self) -> bytes:
+        client = self._client
+        if self._done:
+            client._live()  # released meanwhile (which ended the COPY): say so
+            raise StopAsyncIteration
+        if client._guard is not None:
+            # One step at a time under the cursors' guard, never held between chunks: the
+            # client's next statement (which ends this COPY) must not wait for the reader.
+            async with client._guard:
+                await client._settle()
+                return await self._step()
+        return await self._step()
+
+    async def _step(self) -> bytes:
+        client = self._client
+        chunks = self._chunks
+        if chunks is None:
+            conn = client._live()
+            if client._copy_out is not None:
+                await client._copy_out.aclose()
+            chunks = self._chunks = conn.copy_out(self._sql, self._timeout)
+            client._copy_out = self
+        try:
+            chunk: bytes = await chunks.__anext__()
+            return chunk
+        except StopAsyncIteration:
+            self._end()
+            raise
+        except ConnectionError:
+            self._end()
+            client._broken = True
+            raise
+        except Exception as exc:
+            self._end()
+            if not client._revoked:
+                raise
+            raise client._lost(exc) from exc
+        except BaseException:
+            # Interrupted (a cancelled task): the driver's iterator ended the COPY as it
+            # unwound, or left the connection for the release to deal with.
+            self._end()
+            raise
+
+    def _end(self) -> None:
+        self._done = True
+        self._chunks = None
+        if self._client._copy_out is self:
+            self._client._copy_out = None
+
+    async def aclose(self) -> None:
+        """End the COPY now if it still runs (cancelled on the server, the connection kept
+        usable). Idempotent. Raises :class:`~pgconnector.ConnectionError` if the connection
+        broke meanwhile."""
+        chunks = self._chunks
+        self._end()
+        if chunks is None:
+            return
+        try:
+            await chunks.aclose()
+        except ConnectionError:
+            self._client._broken = True
+            raise
+
+    async def __aenter__(self) -> AsyncCopyOut:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -44,12 +45,21 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from time import monotonic, perf_counter
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ._acompat import finish_even_if_cancelled
 from ._config import PoolConfig
+from ._copy import AsyncChunks, split_chunks, timed_chunks
 from ._generic_state import (
     MAX_PARALLEL_CONNECTS,
     AsyncWaiter,
@@ -154,6 +164,17 @@ class RawConnection(Protocol):
 
     def server_parameter(self, name: str) -> str | None:
         """The value the server last reported for a run-time parameter, or None (no I/O)."""
+        ...
+
+    def copy_in(self, sql: str, chunks: Iterable[bytes]) -> int:
+        """Run a ``COPY … FROM STDIN`` sending ``chunks``; return the rows copied. A failure
+        of ``chunks`` aborts the COPY (nothing applied) and is raised as is. Stop reading
+        ``chunks`` once :meth:`cancel` was called (the COPY then fails as cancelled)."""
+        ...
+
+    def copy_out(self, sql: str) -> Iterator[bytes]:
+        """Run a ``COPY … TO STDOUT`` as a generator of chunks of its data. Closed early, it
+        cancels the COPY on the server and reads the rest, leaving the connection usable."""
         ...
 
     def transaction_status(self) -> str:
@@ -586,6 +607,17 @@ class PoolCore:
             return False
         return True
 
+    def run_stream(
+        self, entry: Entry, chunks: Iterator[bytes]
+    ) -> Generator[bytes, None, None]:
+        """:meth:`run_op` for a generator (a copy_out): closing this closes ``chunks``."""
+        try:
+            yield from chunks
+        except ConnectionError as exc:
+            if self.state.claim_failure_report(entry):
+                self.hooks.connection_failed(exc.cause or exc, entry.connection_id)
+            raise
+
     def run_op(self, entry: Entry, fn: Callable[..., T], *args: Any) -> T:
         """Run a statement; report the connection's failure (once) if it broke."""
         try:
@@ -865,6 +897,19 @@ class PooledConnection:
         conn: RawConnection = self._entry.conn
         return conn.server_parameter(name)
 
+    def copy_in(self, sql: str, chunks: Iterable[bytes], timeout: float | None = None) -> int:
+        conn: RawConnection = self._entry.conn
+        if timeout is not None:
+            return self.run_within(functools.partial(conn.copy_in, sql, chunks), timeout)
+        return self._core.run_op(self._entry, conn.copy_in, sql, chunks)
+
+    def copy_out(self, sql: str, timeout: float | None = None) -> Iterator[bytes]:
+        conn: RawConnection = self._entry.conn
+        chunks = self._core.run_stream(self._entry, conn.copy_out(sql))
+        if timeout is not None:
+            return timed_chunks(chunks, timeout, self.run_within)
+        return chunks
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._entry!r}>"
 
@@ -977,6 +1022,51 @@ async def _over(job: Job, timeout: float | None) -> bool:
     return True
 
 
+class _Pulled:
+    """A blocking iterator over an async ``source``, for a worker thread: each chunk is
+    awaited on ``loop``. :meth:`stop` (from the loop) fails the wait in progress and every
+    later one."""
+
+    def __init__(self, source: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._iterator = source.__aiter__()
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: concurrent.futures.Future[bytes | None] | None = None
+        self._stopped = False
+
+    def __iter__(self) -> _Pulled:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._lock:
+            if self._stopped:
+                raise QueryCanceled("the COPY was cancelled (its timeout, or its caller)")
+            pending = self._pending = asyncio.run_coroutine_threadsafe(
+                _next_chunk(self._iterator), self._loop
+            )
+        try:
+            chunk = pending.result()
+        except concurrent.futures.CancelledError:
+            raise QueryCanceled("the COPY was cancelled (its timeout, or its caller)") from None
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            pending = self._pending
+        if pending is not None:
+            pending.cancel()
+
+
+async def _next_chunk(iterator: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await iterator.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():  # not given up on (timed out, cancelled)
         future.set_result(None)
@@ -1020,6 +1110,65 @@ class AsyncPooledConnection:
     def server_parameter(self, name: str) -> str | None:
         conn: RawConnection = self._entry.conn
         return conn.server_parameter(name)
+
+    async def copy_in(self, sql: str, chunks: AsyncChunks, timeout: float | None = None) -> int:
+        source, iterable = split_chunks(chunks)
+        pulled = None
+        if source is not None:
+            # The COPY runs in a worker thread; it pulls each chunk of an async source from
+            # this loop (free meanwhile: the caller awaits the worker).
+            iterable = pulled = _Pulled(source, asyncio.get_running_loop())
+        watchdog = None
+        if pulled is not None and timeout is not None:
+            # A stalled source must not hold the worker past the timeout: its wait then fails
+            # (QueryCanceled, which the timeout reports as StatementTimeoutError).
+            watchdog = asyncio.get_running_loop().call_later(timeout, pulled.stop)
+        try:
+            count: int = await self._run(self._entry.conn.copy_in, sql, iterable, timeout=timeout)
+        except BaseException:
+            if pulled is not None:
+                # Cancelled: a source that waits would keep the worker (and the COPY) forever;
+                # failing the wait makes the driver abort the COPY at once.
+                pulled.stop()
+            raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        return count
+
+    async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """Each chunk is read by a worker thread (one job per chunk, so a cancelled caller is
+        handled as for any statement: cancelled on the server, settled before the next one);
+        closed early, the generator is closed in a worker too (cancel, then read the rest)."""
+        core = self._core
+        entry = self._entry
+        chunks = core.run_stream(entry, entry.conn.copy_out(sql))
+        deadline = None if timeout is None else monotonic() + timeout
+        finished = False
+        try:
+            while True:
+                remaining = None
+                if deadline is not None:
+                    # The timeout covers the whole COPY (see pgconnector._copy.timed_chunks).
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        finished = True
+                        await self._run(chunks.close)
+                        raise timed_out(None, timeout)  # type: ignore[arg-type]
+                try:
+                    chunk = await self._run(next, chunks, None, timeout=remaining)
+                except Exception:
+                    finished = True  # it raised: the generator is over
+                    raise
+                if chunk is None:
+                    finished = True
+                    return
+                yield chunk
+        finally:
+            # Closed early (GeneratorExit at the yield), or the caller cancelled while a
+            # worker read a chunk (closed once that is settled: see _run).
+            if not finished:
+                await self._run(chunks.close)
 
     async def _run(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         """Run ``fn(*args)`` (driver calls on this connection) in a worker thread. This is

@@ -27,7 +27,7 @@ connection that LISTENs and waits. The stream around it (validation, quoting, re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ._config import PoolConfig
@@ -145,6 +145,26 @@ class DriverConnection(Protocol):
         covers the whole call: cancel on the server, then raise ``StatementTimeoutError``."""
         ...
 
+    def copy_in(self, sql: str, chunks: Iterable[bytes], timeout: float | None = None) -> int:
+        """Run ``sql``, a ``COPY … FROM STDIN`` (checked by the core), sending ``chunks`` as
+        its data; return the number of rows copied. If iterating ``chunks`` raises, abort the
+        COPY (CopyFail: nothing of it is applied), keep the connection usable, and let that
+        exception through."""
+        ...
+
+    def copy_out(self, sql: str, timeout: float | None = None) -> Iterator[bytes]:
+        """Run ``sql``, a ``COPY … TO STDOUT`` (checked by the core), as a generator of its
+        data in chunks of whole rows (about ``pgconnector._copy.CHUNK_SIZE`` bytes; never the
+        whole result at once). Closed early (``close()``), it cancels the COPY on the server
+        and reads what is left, so that the connection stays usable; a connection it cannot
+        bring back raises :class:`pgconnector.ConnectionError`.
+
+        Optional, for ``copy_records_to_table``: ``copy_records(table, schema, columns,
+        records, timeout=None) -> int``, the driver's own record COPY, when it encodes every
+        value as the core's text encoder (``pgconnector._copy.encode_records``) would; without
+        it the core encodes the records and calls :meth:`copy_in`."""
+        ...
+
 
 @runtime_checkable
 class AsyncDriverConnection(Protocol):
@@ -178,6 +198,16 @@ class AsyncDriverConnection(Protocol):
     async def executemany(
         self, sql: str, rows: Sequence[tuple[Any, ...]], timeout: float | None = None
     ) -> None: ...
+
+    async def copy_in(
+        self, sql: str, chunks: Iterable[bytes] | Any, timeout: float | None = None
+    ) -> int:
+        """As :meth:`DriverConnection.copy_in`; ``chunks`` may also be an async iterable."""
+        ...
+
+    def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """As :meth:`DriverConnection.copy_out`: an async generator (``aclose()`` ends it)."""
+        ...
 
 
 @runtime_checkable

@@ -15,11 +15,13 @@ from typing import Any
 from pgconnector import (
     AsyncClient,
     AsyncConnectionManager,
+    AsyncCopyOut,
     AsyncCursor,
     AsyncNotificationStream,
     Client,
     ConnectionManager,
     ConnectionStatus,
+    CopyOut,
     Cursor,
     Notification,
     NotificationStream,
@@ -62,6 +64,14 @@ class ClientFacade:
         self, sql: str, *args: Any, prefetch: int = 100, timeout: float | None = None
     ) -> CursorFacade:
         return CursorFacade(self.client.cursor(sql, *args, prefetch=prefetch, timeout=timeout))
+    async def copy_records_to_table(self, table: str, records: Any, **kwargs: Any) -> int:
+        return await self._call("copy_records_to_table", table, records, **kwargs)  # type: ignore[no-any-return]
+
+    async def copy_in(self, sql: str, source: Any, **kwargs: Any) -> int:
+        return await self._call("copy_in", sql, source, **kwargs)  # type: ignore[no-any-return]
+
+    def copy_out(self, sql: str, **kwargs: Any) -> CopyOutFacade:
+        return CopyOutFacade(self.client.copy_out(sql, **kwargs))
 
     async def executemany(self, sql: str, rows: Any, *, timeout: float | None = None) -> None:
         await self._call("executemany", sql, rows, timeout=timeout)
@@ -137,6 +147,31 @@ class CursorFacade:
     def buffered(self) -> int:
         """How many rows the cursor object holds right now."""
         return len(self.cursor._buffer)
+class CopyOutFacade:
+    """A copy_out() iterator with the async face (a sync ``next`` blocks the test's loop)."""
+
+    def __init__(self, chunks: CopyOut | AsyncCopyOut) -> None:
+        self.chunks = chunks
+
+    def __aiter__(self) -> CopyOutFacade:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if isinstance(self.chunks, AsyncCopyOut):
+            return await self.chunks.__anext__()
+        try:
+            return next(self.chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        if isinstance(self.chunks, AsyncCopyOut):
+            await self.chunks.aclose()
+        else:
+            self.chunks.close()
+
+    async def read_all(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
 
 
 class StreamFacade:

@@ -173,6 +173,24 @@ def test_executemany_every_way_left_every_row(results: dict[str, Any], run_dir: 
         assert f"| `{key}` |" in markdown, key
 
 
+@pytest.mark.timeout(300)
+def test_copy_loaded_every_row(results: dict[str, Any], run_dir: Path) -> None:
+    """(k): copy_records_to_table on every backend x manager loaded every row (the runner
+    counts them), beside the driver's own load; reported with the ratio."""
+    copy = results["copy"]
+    pairs = {key.removeprefix("pgc-") for key in PGCONNECTOR}
+    assert {row["pair"] for row in copy["table"]} == pairs
+    assert copy["rows"] == results["plan"]["copy_rows"]
+    for row in copy["table"]:
+        assert row["rows_per_s"] > 0, row
+        if row["baseline"] is not None:
+            assert row["ratio"] > 0, row
+    markdown = (run_dir / "latest.md").read_text()
+    assert "## (k) COPY" in markdown
+    for key in pairs:
+        assert f"| `{key}` |" in markdown, key
+
+
 def test_timeouts_measured_for_every_pair(results: dict[str, Any], run_dir: Path) -> None:
     """(h): the cost of ``timeout=`` and the time to a cancelled statement's error, for every
     backend x manager; reported."""

@@ -62,7 +62,7 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -72,6 +72,7 @@ import asyncpg.exceptions as pgexc
 from asyncpg.pool import PoolConnectionProxy
 
 from pgconnector import ConnectionError, PgConnectorError, PoolConfig, PoolHooks, PoolTimeoutError
+from pgconnector._copy import AsyncChunks, rows_copied, split_chunks
 from pgconnector._hosts import STATE_QUERY, Attempt, connect_plan, describe_target, open_budget
 from pgconnector._multihost_async import aconnect_first
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
@@ -176,6 +177,22 @@ def _encode_json(value: object) -> str:
     )
 
 
+def _encode_jsonb(value: object) -> bytes:
+    """jsonb in binary format: a version byte (1), then the JSON text. Binary, so that
+    asyncpg's binary ``copy_records_to_table`` can send json/jsonb columns too."""
+    return b"\x01" + _encode_json(value).encode("utf-8")
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    if data[:1] != b"\x01":
+        raise ValueError(f"unsupported jsonb binary format version {data[:1]!r}")
+    return json.loads(data[1:])
+
+
+def _encode_json_binary(value: object) -> bytes:
+    return _encode_json(value).encode("utf-8")
+
+
 def _encode_uuid(value: object) -> bytes:
     """uuid arguments: a ``uuid.UUID``, its text form, or its 16 bytes (what asyncpg's own
     codec accepts)."""
@@ -192,6 +209,11 @@ def _decode_uuid(data: bytes) -> uuid.UUID:
     # asyncpg's own decoder returns its faster UUID subclass; the other backends (and
     # type(value) is uuid.UUID checks) expect the standard class.
     return uuid.UUID(bytes=data)
+
+
+async def _async_chunks(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 async def _read_state(con: TrackedConnection) -> tuple[bool, bool]:
@@ -385,6 +407,137 @@ class AsyncpgConnection:
         finally:
             self._ended()
 
+    # COPY: asyncpg's own, inside the same translation as every statement.
+
+    async def copy_in(self, sql: str, chunks: AsyncChunks, timeout: float | None = None) -> int:
+        source, iterable = split_chunks(chunks)
+        # asyncpg reads an async iterable (a failure of it makes asyncpg send CopyFail: the
+        # COPY is rolled back, the connection stays usable, the error reaches the caller).
+        reader = source if source is not None else _async_chunks(iterable)
+        if timeout is not None:
+            # asyncpg's own timeout covers the whole COPY, the source's waits included.
+            con = self._con
+            status = await self.run_within(
+                lambda t: con._copy_in(sql, reader, t),  # type: ignore[attr-defined]
+                timeout,
+            )
+            return rows_copied(status)
+        self.running = True
+        try:
+            status = await self._con._copy_in(sql, reader, timeout)  # type: ignore[attr-defined]
+        except Exception as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._ended()
+        return rows_copied(status)
+
+    async def copy_records(
+        self,
+        table: str,
+        schema: str | None,
+        columns: Sequence[str] | None,
+        records: Iterable[Sequence[Any]],
+        timeout: float | None = None,
+    ) -> int:
+        # asyncpg's binary record COPY, with the connection's codecs (the same values as
+        # arguments); asyncpg quotes the identifiers.
+        con = self._con
+
+        def load(t: float | None) -> Awaitable[str]:
+            return con.copy_records_to_table(
+                table,
+                records=records,
+                columns=list(columns) if columns else None,
+                schema_name=schema,
+                timeout=t,
+            )
+
+        if timeout is not None:
+            return rows_copied(await self.run_within(load, timeout))
+        self.running = True
+        try:
+            status = await load(None)
+        except Exception as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._ended()
+        return rows_copied(status)
+
+    async def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """asyncpg pushes the data into a callback; a task runs the COPY and hands each batch
+        over through a small queue (so memory stays bounded: asyncpg stops reading while the
+        callback waits).
+
+        Closed early, the COPY is cancelled on the server (a CancelRequest) while the callback
+        drops what still arrives, and the task is awaited to its end: the connection is then
+        usable. (Cancelling the task instead would leave asyncpg's protocol in its COPY state
+        while it believes the cancel done, and the next statement would fail.)"""
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=2)
+        dropping = False
+
+        async def sink(data: bytes) -> None:
+            if not dropping:
+                await queue.put(bytes(data))
+
+        self.running = True
+        copy = asyncio.ensure_future(
+            self._con._copy_out(sql, sink, timeout)  # type: ignore[attr-defined]
+        )
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                try:
+                    await asyncio.wait((getter, copy), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not getter.done():
+                        getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    # Not "running" while the reader holds the chunk: a disconnect() then
+                    # closes the connection at once instead of waiting for the COPY's end.
+                    self._ended()
+                    yield getter.result()
+                    self.running = True
+                    continue
+                self._ended()
+                while not queue.empty():
+                    yield queue.get_nowait()
+                copy.result()  # raises the COPY's error
+                return
+        except asyncio.TimeoutError as exc:
+            if timeout is None:
+                raise
+            # asyncpg's own timeout (the whole COPY): wait until its cancel is over.
+            raise await self._cancel_over(exc, timeout) from exc
+        except Exception as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            try:
+                if not copy.done():
+                    dropping = True
+                    while not queue.empty():  # unblocks a callback waiting to put
+                        queue.get_nowait()
+                    sent = asyncio.get_running_loop().create_future()
+                    self._con._cancel_current_command(sent)  # type: ignore[attr-defined]
+                    # Both over before anything else is sent: no late cancel can hit the
+                    # next statement.
+                    await asyncio.wait((copy, sent))
+            except BaseException:
+                copy.cancel()  # interrupted itself: the connection's state is unknown now
+                self._con.terminate()
+                raise
+            finally:
+                if copy.done() and not copy.cancelled():
+                    copy.exception()  # retrieved: its outcome is not wanted any more
+                self._ended()
     async def run_within(self, call: Callable[[float], Awaitable[T]], timeout: float) -> T:
         """The backend's statement-timeout primitive: ``call(timeout)`` passes the timeout to
         the asyncpg method it calls (asyncpg's own ``timeout=``). When it expires asyncpg sends
@@ -800,14 +953,22 @@ class AsyncpgPool:
 
     async def _prepare(self, con: TrackedConnection) -> None:
         # All pg_catalog built-ins: asyncpg resolves them without a round trip.
-        for typename in ("json", "jsonb"):
-            await con.set_type_codec(
-                typename,
-                schema="pg_catalog",
-                encoder=_encode_json,
-                decoder=json.loads,
-                format="text",
-            )
+        # json/jsonb in binary format (json's is its text): asyncpg's binary record COPY
+        # (copy_records_to_table) has no text-format codec path.
+        await con.set_type_codec(
+            "json",
+            schema="pg_catalog",
+            encoder=_encode_json_binary,
+            decoder=json.loads,
+            format="binary",
+        )
+        await con.set_type_codec(
+            "jsonb",
+            schema="pg_catalog",
+            encoder=_encode_jsonb,
+            decoder=_decode_jsonb,
+            format="binary",
+        )
         await con.set_type_codec(
             "uuid",
             schema="pg_catalog",

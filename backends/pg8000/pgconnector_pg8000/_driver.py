@@ -38,7 +38,7 @@ import ssl
 import struct
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -60,6 +60,7 @@ from pgconnector import (
     PgConnectorError,
     PoolConfig,
 )
+from pgconnector._copy import CHUNK_SIZE
 from pgconnector._generic_pool import (
     ACTIVE,
     IDLE,
@@ -88,6 +89,7 @@ _READY_FOR_QUERY = b"Z"
 _ERROR_RESPONSE = b"E"
 _DATA_ROW = b"D"
 _COPY_IN_RESPONSE = b"G"
+_COPY_DATA = b"d"
 
 
 def _message(code: bytes, payload: bytes = b"") -> bytes:
@@ -103,7 +105,9 @@ _SYNC = _message(b"S")
 #: RETURNING) to us, who read them only after the write: no deadlock whatever the replies.
 BATCH_ROWS = 1000
 BATCH_BYTES = 64 * 1024
-_COPY_FAIL = _message(b"f", b"COPY from a client stream is not supported by pgconnector\x00")
+_COPY_FAIL = _message(b"f", b"COPY FROM STDIN runs through copy_in() in pgconnector\x00")
+_COPY_DONE = _message(b"c")
+_COPY_CANCELLED = _message(b"f", b"COPY cancelled by the client\x00")
 
 # -- DSN keywords ---------------------------------------------------------------------------
 
@@ -235,6 +239,18 @@ def _array_oid(values: list[Any]) -> int:
 
 _INTS = (_INT2, _INT4, _INT8, _NUMERIC)
 _TIMESTAMPTZ, _TIMESTAMPTZ_ARRAY = 1184, 1185
+_INET, _INET_ARRAY, _CIDR, _CIDR_ARRAY = 869, 1041, 650, 651
+
+
+def _inet_in(text: str) -> Any:
+    """An address when the mask is full-length (PostgreSQL then prints none), else the
+    interface, host bits kept."""
+    if "/" not in text:
+        return ipaddress.ip_address(text)
+    interface = ipaddress.ip_interface(text)
+    if interface.network.prefixlen == interface.max_prefixlen:
+        return interface.ip
+    return interface
 
 
 def _timestamptz_in(text: str) -> Any:
@@ -257,11 +273,19 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
         self.pgc_ready = True
         self.pgc_in_extended = False
         self.pgc_discard_rows = False
+        #: Set by a cancel: a running copy_in stops reading its source.
+        self.pgc_stop = False
         super().__init__(*args, **kwargs)
         self.py_types[memoryview] = lambda view: "\\x" + bytes(view).hex()
         # timestamptz in UTC whatever the session's TimeZone, as on every backend.
         self.pg_types[_TIMESTAMPTZ] = _timestamptz_in
         self.pg_types[_TIMESTAMPTZ_ARRAY] = array_in(_timestamptz_in)
+        # inet/cidr as psycopg and asyncpg decode them (pg8000 makes every inet with a mask a
+        # network, dropping its host bits, and leaves cidr as text).
+        self.pg_types[_INET] = _inet_in
+        self.pg_types[_INET_ARRAY] = array_in(_inet_in)
+        self.pg_types[_CIDR] = ipaddress.ip_network
+        self.pg_types[_CIDR_ARRAY] = array_in(ipaddress.ip_network)
 
     # pg8000 message handlers ----------------------------------------------------------------
 
@@ -286,9 +310,17 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
         self.pgc_ready = True
 
     def handle_messages(self, context: Any) -> None:
+        for _ in self.pgc_messages(context, copy_out=False):
+            pass
+
+    def pgc_messages(self, context: Any, *, copy_out: bool) -> Iterator[bytes]:
+        """Read and handle messages up to ReadyForQuery. With ``copy_out``, the data of a COPY
+        TO STDOUT is yielded in chunks of about ``CHUNK_SIZE`` bytes (whole rows) instead of
+        going to pg8000's stream."""
         sock = self._sock
         failure: Exception | None = None
         code = None
+        pending = bytearray()
         while code != _READY_FOR_QUERY:
             header = _read_exact(sock, 5)
             code, length = _HEADER.unpack(header)
@@ -297,6 +329,15 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
                 continue  # draining up to ReadyForQuery after a client-side error
             if code == _DATA_ROW and self.pgc_discard_rows:
                 continue  # executemany: rows a statement returns are not kept
+            if copy_out and code == _COPY_DATA:
+                pending += data
+                if len(pending) >= CHUNK_SIZE:
+                    yield bytes(pending)
+                    pending.clear()
+                continue
+            if pending and context.error is None:
+                yield bytes(pending)  # CopyDone (or an error) follows the last row
+                pending.clear()
             try:
                 self.message_types[code](data, context)
             except Exception as exc:
@@ -314,6 +355,32 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
             raise failure
         if context.error is not None:
             raise context.error
+
+    def handle_COPY_OUT_RESPONSE(self, data: bytes, context: Any) -> None:
+        if not getattr(context, "pgc_copy_out", False):
+            super().handle_COPY_OUT_RESPONSE(data, context)
+
+    def handle_COPY_IN_RESPONSE(self, data: bytes, context: Any) -> None:
+        chunks = getattr(context, "pgc_chunks", None)
+        if chunks is None:
+            super().handle_COPY_IN_RESPONSE(data, context)  # pg8000's own run(stream=...)
+            return
+        # A failure of the source raises out of here: handle_messages then sends CopyFail,
+        # the server rolls the COPY back, and the source's error reaches the caller.
+        sock = self._sock
+        for chunk in chunks:
+            if self.pgc_stop:
+                # Cancelled (Pg8000Raw.cancel): stop reading the source, and end the COPY
+                # with an error, as the server would on its own cancel.
+                _write_all(sock, _COPY_CANCELLED)
+                return
+            if chunk:
+                try:
+                    sock.write(_HEADER.pack(_COPY_DATA, len(chunk) + 4))
+                    sock.write(chunk)
+                except (OSError, AttributeError, ValueError) as exc:
+                    raise InterfaceError("network error") from exc
+        _write_all(sock, _COPY_DONE)
 
     # statements ------------------------------------------------------------------------------
 
@@ -399,6 +466,27 @@ class Pg8000Connection(pg8000.native.Connection):  # type: ignore[misc]
                 bind += value
         bind += _I16.pack(0)  # every result column in text format
         return _message(b"B", bytes(bind))
+
+
+    def pgc_copy_in(self, sql: str, chunks: Iterable[bytes]) -> Any:
+        """A ``COPY … FROM STDIN`` sending ``chunks``: the simple query protocol."""
+        context = Context(sql)
+        context.pgc_chunks = chunks
+        self.pgc_ready = False
+        self.pgc_in_extended = False
+        self.pgc_stop = False
+        _write_all(self._sock, _message(b"Q", sql.encode(self._client_encoding) + b"\x00"))
+        self.handle_messages(context)
+        return context
+
+    def pgc_copy_out(self, sql: str) -> Iterator[bytes]:
+        """A ``COPY … TO STDOUT``, its data yielded in chunks as it arrives."""
+        context = Context(sql)
+        context.pgc_copy_out = True
+        self.pgc_ready = False
+        self.pgc_in_extended = False
+        _write_all(self._sock, _message(b"Q", sql.encode(self._client_encoding) + b"\x00"))
+        yield from self.pgc_messages(context, copy_out=True)
 
 
 def _read_exact(sock: Any, size: int) -> bytes:
@@ -537,6 +625,23 @@ class Pg8000Raw:
         """Run one exchange of ``conn`` (``send(*args)``): alone on the connection, its
         failure translated (the server's error by SQLSTATE; a broken connection marked)."""
         conn = self._conn
+        self._begin()
+        try:
+            return send(*args)
+        except Exception as exc:
+            error = self._error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        except BaseException as exc:
+            # Interrupted mid-statement (KeyboardInterrupt): the protocol state is unknown.
+            if not conn.pgc_ready:
+                self._broken = exc
+            raise
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
         with self._lock:
             if self._busy:
                 # The pool never sends two statements at once on a connection; a second
@@ -544,30 +649,68 @@ class Pg8000Raw:
                 # so the statement that runs is left alone.
                 raise InterfaceError("another statement is running on this connection")
             self._busy = True
+
+    def _end(self) -> None:
+        with self._lock:
+            self._busy = False
+            close = self._close_requested
+        if close:
+            self._hard_close()
+
+    def _error(self, exc: Exception) -> Exception:
+        """What to raise for ``exc``, a statement's failure: the server's error when the
+        connection is in step with the server (raised after ReadyForQuery), ``exc`` itself
+        when it is not the server's (a value pg8000 could not decode, a copy_in source's own
+        error), else a ConnectionError (the connection is then broken)."""
+        conn = self._conn
+        if (conn.pgc_ready and conn._usock is not None and not is_fatal(exc)
+                and not self._close_requested):
+            fields = error_fields(exc)
+            if not fields:
+                return exc
+            return server_error(exc, fields_from_protocol(fields))
+        self._broken = exc
+        return self._driver.broken(exc)
+
+    def copy_in(self, sql: str, chunks: Iterable[bytes]) -> int:
+        if self._broken is not None:
+            raise self._driver.broken(self._broken)
+        context = self._guarded(self._conn.pgc_copy_in, sql, chunks)
+        return max(int(context.row_count), 0)
+
+    def copy_out(self, sql: str) -> Iterator[bytes]:
+        """A generator: closed early, it cancels the COPY on the server and reads the rest
+        (dropped), so that the connection stays in step and usable."""
+        if self._broken is not None:
+            raise self._driver.broken(self._broken)
+        conn = self._conn
+        self._begin()
+        chunks = conn.pgc_copy_out(sql)
         try:
-            return send(*args)
+            for chunk in chunks:
+                try:
+                    yield chunk
+                except GeneratorExit:
+                    self.cancel()
+                    try:
+                        for _ in chunks:
+                            pass
+                    except DatabaseError as exc:
+                        if is_fatal(exc) or not conn.pgc_ready:
+                            raise
+                        # The cancel's own error (57014), when it hit the COPY: expected.
+                    raise
         except Exception as exc:
-            if (conn.pgc_ready and conn._usock is not None and not is_fatal(exc)
-                    and not self._close_requested):
-                # Raised after ReadyForQuery: an SQL (or decoding) error, and the connection
-                # is in step with the server.
-                fields = error_fields(exc)
-                if not fields:
-                    raise  # not the server's: a value pg8000 could not decode
-                raise server_error(exc, fields_from_protocol(fields)) from exc
-            self._broken = exc
-            raise self._driver.broken(exc) from exc
+            error = self._error(exc)
+            if error is exc:
+                raise
+            raise error from exc
         except BaseException as exc:
-            # Interrupted mid-statement (KeyboardInterrupt): the protocol state is unknown.
             if not conn.pgc_ready:
                 self._broken = exc
             raise
         finally:
-            with self._lock:
-                self._busy = False
-                close = self._close_requested
-            if close:
-                self._hard_close()
+            self._end()
 
     def transaction_status(self) -> str:
         if self._broken is not None or self._conn._usock is None:
@@ -599,6 +742,7 @@ class Pg8000Raw:
         """Send a CancelRequest for this connection's backend (pg8000 has no cancel of its
         own): the backend pid and secret key pg8000 kept from BackendKeyData, over a new
         connection to the same server; returns once the server has acted on it."""
+        self._conn.pgc_stop = True
         key = self._conn._backend_key_data
         if not key:
             return

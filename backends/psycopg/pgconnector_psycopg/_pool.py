@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -64,6 +64,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
 from pgconnector._acompat import Event, Lock, wait_event
+from pgconnector._copy import CHUNK_SIZE, Chunks, copy_records_sql
 from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import DriverConnection, QueryResult
@@ -93,6 +94,8 @@ from ._common import (
 )
 
 # isort: split
+from pgconnector._copy import timed_chunks
+
 if TYPE_CHECKING:
     # Only for annotations (postponed): no runtime dependency on typing_extensions.
     from typing_extensions import Self
@@ -119,6 +122,7 @@ class PsycopgConnection:
         "broken",
         "checked_out",
         "close_reason",
+        "copy_waiting",
         "idle_since",
         "uses",
     )
@@ -141,6 +145,9 @@ class PsycopgConnection:
         self.broken = False
         #: Why we are closing it, when we are the ones doing it.
         self.close_reason: str | None = None
+        #: A copy_out waits for its reader to ask for the next chunk: psycopg's connection
+        #: lock is held (by the COPY), but no call runs on the connection.
+        self.copy_waiting = False
 
     @property
     def connection_id(self) -> int:
@@ -214,6 +221,88 @@ class PsycopgConnection:
                 raise
             raise error from exc
 
+    # COPY: psycopg's own (cursor.copy), inside the same translation as every statement.
+
+    def copy_in(
+        self, sql: str, chunks: Chunks, timeout: float | None = None
+    ) -> int:
+        if timeout is not None:
+            timed = chunks
+            return self.run_within(lambda: self.copy_in(sql, timed), timeout)
+        try:
+            cursor = self._raw.cursor()
+            with cursor.copy(sql) as copy:
+                # A failure of the source (raised in this block) makes psycopg send CopyFail:
+                # the server rolls the COPY back, and the source's error reaches the caller.
+                for chunk in chunks:
+                    copy.write(chunk)
+            return max(cursor.rowcount, 0)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def copy_records(
+        self,
+        table: str,
+        schema: str | None,
+        columns: Sequence[str] | None,
+        records: Iterable[Sequence[Any]],
+        timeout: float | None = None,
+    ) -> int:
+        # psycopg's write_row (text format, its C dumpers) with the connection's adapters:
+        # every value as it would be sent as an argument, parsed by the server per column.
+        if timeout is not None:
+            return self.run_within(
+                lambda: self.copy_records(table, schema, columns, records), timeout
+            )
+        sql = copy_records_sql(table, schema, columns)
+        try:
+            cursor = self._raw.cursor()
+            with cursor.copy(sql) as copy:
+                for row in records:
+                    copy.write_row(row)
+            return max(cursor.rowcount, 0)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def copy_out(self, sql: str, timeout: float | None = None) -> Iterator[bytes]:
+        if timeout is None:
+            return self._copy_out(sql)
+        return timed_chunks(self._copy_out(sql), timeout, self.run_within)
+
+    def _copy_out(self, sql: str) -> Iterator[bytes]:
+        # psycopg hands out one row at a time; they are joined into chunks of CHUNK_SIZE.
+        # Closed early (GeneratorExit at a yield), psycopg's copy block cancels the COPY on
+        # the server and reads what is left: the connection stays usable.
+        try:
+            cursor = self._raw.cursor()
+            with cursor.copy(sql) as copy:
+                pending = bytearray()
+                for data in copy:
+                    pending += data
+                    if len(pending) >= CHUNK_SIZE:
+                        self.copy_waiting = True
+                        try:
+                            yield bytes(pending)
+                        finally:
+                            self.copy_waiting = False
+                        pending.clear()
+                if pending:
+                    self.copy_waiting = True
+                    try:
+                        yield bytes(pending)
+                    finally:
+                        self.copy_waiting = False
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
     def run_within(self, call: Callable[[], T], timeout: float) -> T:
         """The backend's statement-timeout primitive: run ``call`` (one or more psycopg calls
         on this connection, errors translated) under ``timeout`` seconds. When they run out,
@@ -637,6 +726,11 @@ class PsycopgPool:
         budget = self._connect_budget
         if _take(lock, 0.0):
             return True  # no statement running
+        adapter = raw._pgc_adapter
+        if adapter is not None and adapter.copy_waiting:
+            # A copy_out between two chunks holds the lock, but nothing runs: close it under
+            # the COPY (the server ends the COPY with the session; its reader gets an error).
+            return False
         with suppress(Exception):
             raw.cancel_safe(timeout=budget)
         if _take(lock, budget):

@@ -54,7 +54,7 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import suppress
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -67,6 +67,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from pgconnector import ConnectionError, PoolConfig, PoolHooks, PoolTimeoutError
 from pgconnector._acompat import AEvent, ALock, await_event
+from pgconnector._copy import CHUNK_SIZE, AsyncChunks, copy_records_sql
 from pgconnector._hosts import attempt_count, describe_target
 from pgconnector._pgbouncer import add_hint as add_pgbouncer_hint
 from pgconnector._protocols import AsyncDriverConnection, QueryResult
@@ -100,7 +101,9 @@ from ._common import (
 from collections.abc import Awaitable
 
 from pgconnector._acompat import finish_even_if_cancelled
+from pgconnector._copy import atimed_chunks, deadline_source, split_chunks
 
+# SYNC: from pgconnector._copy import timed_chunks
 # END
 if TYPE_CHECKING:
     # Only for annotations (postponed): no runtime dependency on typing_extensions.
@@ -128,6 +131,7 @@ class AsyncPsycopgConnection:
         "broken",
         "checked_out",
         "close_reason",
+        "copy_waiting",
         "idle_since",
         "uses",
     )
@@ -150,6 +154,9 @@ class AsyncPsycopgConnection:
         self.broken = False
         #: Why we are closing it, when we are the ones doing it.
         self.close_reason: str | None = None
+        #: A copy_out waits for its reader to ask for the next chunk: psycopg's connection
+        #: lock is held (by the COPY), but no call runs on the connection.
+        self.copy_waiting = False
 
     @property
     def connection_id(self) -> int:
@@ -223,6 +230,103 @@ class AsyncPsycopgConnection:
                 raise
             raise error from exc
 
+    # COPY: psycopg's own (cursor.copy), inside the same translation as every statement.
+
+    async def copy_in(
+        self, sql: str, chunks: AsyncChunks, timeout: float | None = None
+    ) -> int:
+        if timeout is not None:
+            # ASYNC
+            source, _ = split_chunks(chunks)
+            if source is not None:
+                # a stalled source must not hold the COPY past its timeout
+                chunks = deadline_source(source, timeout)
+            # END
+            timed = chunks
+            return await self.run_within(lambda: self.copy_in(sql, timed), timeout)
+        try:
+            cursor = self._raw.cursor()
+            async with cursor.copy(sql) as copy:
+                # A failure of the source (raised in this block) makes psycopg send CopyFail:
+                # the server rolls the COPY back, and the source's error reaches the caller.
+                # ASYNC
+                source, chunks = split_chunks(chunks)
+                if source is not None:
+                    async for chunk in source:
+                        await copy.write(chunk)
+                # END
+                for chunk in chunks:
+                    await copy.write(chunk)
+            return max(cursor.rowcount, 0)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def copy_records(
+        self,
+        table: str,
+        schema: str | None,
+        columns: Sequence[str] | None,
+        records: Iterable[Sequence[Any]],
+        timeout: float | None = None,
+    ) -> int:
+        # psycopg's write_row (text format, its C dumpers) with the connection's adapters:
+        # every value as it would be sent as an argument, parsed by the server per column.
+        if timeout is not None:
+            return await self.run_within(
+                lambda: self.copy_records(table, schema, columns, records), timeout
+            )
+        sql = copy_records_sql(table, schema, columns)
+        try:
+            cursor = self._raw.cursor()
+            async with cursor.copy(sql) as copy:
+                for row in records:
+                    await copy.write_row(row)
+            return max(cursor.rowcount, 0)
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def copy_out(self, sql: str, timeout: float | None = None) -> AsyncIterator[bytes]:
+        if timeout is None:
+            return self._copy_out(sql)
+        # ASYNC
+        return atimed_chunks(self._copy_out(sql), timeout, self.run_within)
+        # SYNC: return timed_chunks(self._copy_out(sql), timeout, self.run_within)
+        # END
+
+    async def _copy_out(self, sql: str) -> AsyncIterator[bytes]:
+        # psycopg hands out one row at a time; they are joined into chunks of CHUNK_SIZE.
+        # Closed early (GeneratorExit at a yield), psycopg's copy block cancels the COPY on
+        # the server and reads what is left: the connection stays usable.
+        try:
+            cursor = self._raw.cursor()
+            async with cursor.copy(sql) as copy:
+                pending = bytearray()
+                async for data in copy:
+                    pending += data
+                    if len(pending) >= CHUNK_SIZE:
+                        self.copy_waiting = True
+                        try:
+                            yield bytes(pending)
+                        finally:
+                            self.copy_waiting = False
+                        pending.clear()
+                if pending:
+                    self.copy_waiting = True
+                    try:
+                        yield bytes(pending)
+                    finally:
+                        self.copy_waiting = False
+        except psycopg.Error as exc:
+            error = self._pool._translate(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
     # ASYNC
     async def run_within(self, call: Callable[[], Awaitable[T]], timeout: float) -> T:
     # SYNC: def run_within(self, call: Callable[[], T], timeout: float) -> T:
@@ -685,6 +789,11 @@ class AsyncPsycopgPool:
         budget = self._connect_budget
         if await _take(lock, 0.0):
             return True  # no statement running
+        adapter = raw._pgc_adapter
+        if adapter is not None and adapter.copy_waiting:
+            # A copy_out between two chunks holds the lock, but nothing runs: close it under
+            # the COPY (the server ends the COPY with the session; its reader gets an error).
+            return False
         with suppress(Exception):
             await raw.cancel_safe(timeout=budget)
         if await _take(lock, budget):
