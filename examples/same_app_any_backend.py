@@ -58,6 +58,21 @@ async def main() -> None:
                 "INSERT INTO orders (id, item, price) VALUES ($1, $2, $3)",
                 [(i, f"cookie {i}", Decimal("1.10")) for i in range(10, 1010)],
             )
+            # Bulk loads with COPY: Python values, or data already in COPY format.
+            loaded = await db.copy_records_to_table(
+                "orders", [(2000 + i, f"scone {i}", Decimal("2.00")) for i in range(500)],
+                columns=["id", "item", "price"],
+            )
+            loaded += await db.copy_in(
+                "COPY orders (id, item, price) FROM STDIN", b"3000\tbun\t1.50\n"
+            )
+            print("copied in:", loaded)
+            exported = b""
+            async for chunk in db.copy_out(
+                "COPY (SELECT id, item FROM orders WHERE id >= 3000) TO STDOUT"
+            ):
+                exported += chunk
+            print("copied out:", exported)
             # A large result streamed from a server-side cursor, 100 rows at a time.
             streamed = 0
             async for row in db.cursor("SELECT price FROM orders WHERE id >= $1", 10,

@@ -47,7 +47,9 @@ def test_same_output_on_every_backend(pg_server: ServerInfo) -> None:
     assert "INSERT 0 1" in first
     assert "rolled back: changed my mind" in first
     assert "duplicate: 23505 orders_pkey: Key (id)=(1) already exists." in first
-    assert "streamed: 1100.00" in first
+    assert "copied in: 501" in first
+    assert "copied out: b'3000\\tbun\\n'" in first
+    assert "streamed: 2101.50" in first
     assert "timed out: 57014" in first
     assert "notified on orders: order 3 placed" in first
     assert "healthy: True" in first
